@@ -1,0 +1,215 @@
+"""What completions and chat share: choose the model, turn the request into engine requests with
+one chain of defaults (request > model > server > OpenAI), run them, and collect or stream events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from ..engine.request import ErrorEvent, Event, FinishEvent, GenerationRequest, TextEvent
+from ..engine.sampling import SamplingParams
+from ..errors import ContextLengthExceeded, InvalidRequest, UnknownParameter, UnsupportedParameter
+from ..library.registry import Loaded
+from ..protocol.common import SamplingFields
+from ..state import ServerState
+
+log = logging.getLogger(__name__)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def check_unknown(state: ServerState, body: Any, where: str = "") -> None:
+    """Refuse (or, when configured, log) fields that are not in the OpenAI reference or ours."""
+    extra = getattr(body, "model_extra", None)
+    if not extra:
+        return
+    names = ", ".join(sorted(extra))
+    if state.settings.reject_unknown_fields:
+        first = sorted(extra)[0]
+        raise UnknownParameter(
+            f"Unrecognized request argument supplied: {names}", param=where + first
+        )
+    log.warning("ignoring unknown request fields: %s", names)
+    extra.clear()
+
+
+async def load_model(state: ServerState, req: SamplingFields) -> Loaded:
+    name = req.model or state.default_model
+    return await state.registry.get(name, reload=bool(req.reload))
+
+
+def sampling_params(req: SamplingFields, loaded: Loaded) -> SamplingParams:
+    base = SamplingParams()
+    logit_bias: dict[int, float] = {}
+    for key, bias in (req.logit_bias or {}).items():
+        try:
+            tok = int(key)
+        except ValueError:
+            raise InvalidRequest(
+                f"logit_bias keys must be token ids, got {key!r}", param="logit_bias"
+            ) from None
+        if not 0 <= tok < loaded.model.n_vocab:
+            raise InvalidRequest(
+                f"logit_bias token {tok} is outside the vocabulary", param="logit_bias"
+            )
+        if not -100 <= bias <= 100:
+            raise InvalidRequest(
+                "logit_bias values must be between -100 and 100", param="logit_bias"
+            )
+        logit_bias[tok] = bias
+    repeat = req.repeat_penalty if req.repeat_penalty is not None else req.repeat_penality
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    return SamplingParams(
+        temperature=pick(req.temperature, base.temperature),
+        top_k=pick(req.top_k, base.top_k),
+        top_p=pick(req.top_p, base.top_p),
+        min_p=pick(req.min_p, base.min_p),
+        repeat_penalty=pick(repeat, base.repeat_penalty),
+        repeat_last_n=pick(req.repeat_last_n, base.repeat_last_n),
+        presence_penalty=pick(req.presence_penalty, base.presence_penalty),
+        frequency_penalty=pick(req.frequency_penalty, base.frequency_penalty),
+        seed=req.seed,
+        logit_bias=logit_bias,
+    )
+
+
+def check_thread_count(state: ServerState, req: SamplingFields) -> None:
+    if req.thread_count is not None and req.thread_count != state.settings.threads:
+        raise UnsupportedParameter(
+            f"thread_count is a server setting (now {state.settings.threads}); start the server "
+            "with --threads to change it",
+            param="thread_count",
+        )
+
+
+def budget(
+    state: ServerState,
+    loaded: Loaded,
+    prompt_len: int,
+    asked: int | None,
+    *,
+    prompt_param: str,
+    max_param: str,
+) -> int:
+    """How many tokens may be generated after a prompt of `prompt_len` tokens."""
+    n_ctx = loaded.engine.n_ctx_seq
+    room = n_ctx - prompt_len
+    if room <= 0:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {n_ctx} tokens. However, your prompt has "
+            f"{prompt_len} tokens. Please reduce the length of the prompt.",
+            param=prompt_param,
+        )
+    if asked is None:
+        return room
+    if asked > room and state.settings.strict_max_tokens:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+            f"{prompt_len + asked} tokens ({prompt_len} in the prompt, {asked} for the "
+            "completion). Please reduce the prompt or the completion length.",
+            param=max_param,
+        )
+    return min(asked, room)
+
+
+@dataclass
+class Choice:
+    index: int
+    text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+class Run:
+    """A set of engine requests answering one HTTP request (one per prompt / choice)."""
+
+    def __init__(self, loaded: Loaded, requests: list[GenerationRequest]):
+        self.loaded = loaded
+        self.id = ""
+        self.created = int(time.time())
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self.handles = [
+            loaded.engine.submit(r, loop, self.queue, index=i) for i, r in enumerate(requests)
+        ]
+        self.choices = [Choice(index=i) for i in range(len(requests))]
+        self._open = len(requests)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Events of every choice, as they come, until all are finished. Raises on error."""
+        try:
+            while self._open:
+                ev = await self.queue.get()
+                if isinstance(ev, ErrorEvent):
+                    raise ev.error
+                if isinstance(ev, FinishEvent):
+                    c = self.choices[ev.index]
+                    c.finish_reason = ev.reason
+                    c.prompt_tokens = ev.prompt_tokens
+                    c.completion_tokens = ev.completion_tokens
+                    c.cached_tokens = ev.cached_tokens
+                    self._open -= 1
+                elif isinstance(ev, TextEvent):
+                    self.choices[ev.index].text.append(ev.text)
+                yield ev
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if self._open:
+            for h in self.handles:
+                self.loaded.engine.cancel(h)
+            self._open = 0
+
+    async def collect(self, request: Request) -> list[Choice]:
+        """Run to the end; a client that hangs up cancels the generation."""
+        watcher = asyncio.create_task(_wait_disconnect(request))
+        try:
+            consume = asyncio.create_task(self._drain())
+            done, _ = await asyncio.wait({watcher, consume}, return_when=asyncio.FIRST_COMPLETED)
+            if consume in done:
+                consume.result()
+            else:
+                consume.cancel()
+                self.cancel()
+            return self.choices
+        finally:
+            watcher.cancel()
+
+    async def _drain(self) -> None:
+        async for _ in self.events():
+            pass
+
+    def usage(self, state: ServerState, prompt_template: str | None) -> dict[str, Any]:
+        prompt = sum(c.prompt_tokens for c in self.choices)
+        completion = sum(c.completion_tokens for c in self.choices)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": sum(c.cached_tokens for c in self.choices)},
+            "thread_count": state.settings.threads,
+            "prompt_template": prompt_template,
+        }
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,73 @@
+"""The `gpt4all-api` command. Thin: every subcommand calls the library."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .settings import Settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings from flags that were given (None means: not given), then env, .env, defaults."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@click.group()
+@click.version_option(__version__, prog_name="gpt4all-api")
+def main() -> None:
+    """An OpenAI-compatible API server over local GPT4All / GGUF models."""
+
+
+@main.command()
+@click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8000).")
+@click.option("--model", "default_model", help="Default model: a file name in the models folder.")
+@click.option("--models-dir", type=click.Path(path_type=Path), help="Folder of .gguf models.")
+@click.option("--context-size", type=int, help="Context length of each slot, in tokens.")
+@click.option("--threads", type=int, help="CPU threads for llama.cpp.")
+@click.option("--parallel", type=int, help="Sequences decoded together (slots).")
+@click.option("--batch-size", type=int, help="Most tokens per llama_decode step.")
+@click.option("--prompt-batch-size", type=int, help="Prompt chunk per request per step.")
+@click.option("--prompt-template", help="Default completions prompt template (%1 = prompt).")
+@click.option(
+    "--strict-max-tokens/--clip-max-tokens",
+    default=None,
+    help="Refuse, or clip, a max_tokens that does not fit the context.",
+)
+@click.option("--log-level", help="debug, info, warning or error.")
+def serve(**flags: Any) -> None:
+    """Start the HTTP server."""
+    import uvicorn
+
+    from .app import create_app
+
+    settings = _settings(**flags)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        app = create_app(settings)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"gpt4all-api on http://{settings.host}:{settings.port}/v1 "
+        f"(default model: {app.state.server.default_model})",
+        err=True,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

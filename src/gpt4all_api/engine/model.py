@@ -1,0 +1,181 @@
+"""A loaded GGUF model: weights, vocabulary, tokenizer and metadata.
+
+The model (weights + vocab) is read-only once loaded, so tokenizing from any thread is safe; only
+the engine thread touches a llama.cpp *context*.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp as lc
+
+from ..errors import InvalidRequest
+
+log = logging.getLogger(__name__)
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def init_backend() -> None:
+    """Initialise llama.cpp once per process and keep its chatter out of stderr."""
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            lc.llama_backend_init()
+            # llama-cpp-python prints every llama.cpp log line unless its logger is quietened.
+            logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+            _backend_ready = True
+
+
+class ModelLoadError(Exception):
+    """The file is not a loadable GGUF model."""
+
+
+@dataclass
+class Model:
+    """Weights and vocabulary of one GGUF file, shared by the engine and request handlers."""
+
+    path: Path
+    ptr: lc.llama_model_p
+    vocab: lc.llama_vocab_p
+    n_vocab: int
+    n_ctx_train: int
+    n_embd: int
+    add_bos: bool
+    bos_id: int
+    eos_id: int
+    chat_template: str | None
+    bos_text: str
+    eos_text: str
+    has_encoder: bool
+    metadata: dict[str, str] = field(default_factory=dict)
+    _closed: bool = False
+
+    @classmethod
+    def load(cls, path: Path) -> Model:
+        init_backend()
+        params = lc.llama_model_default_params()
+        params.n_gpu_layers = 0
+        ptr = lc.llama_model_load_from_file(str(path).encode(), params)
+        if not ptr:
+            raise ModelLoadError(f"llama.cpp could not load {path}")
+        vocab = lc.llama_model_get_vocab(ptr)
+        bos = lc.llama_vocab_bos(vocab)
+        eos = lc.llama_vocab_eos(vocab)
+        model = cls(
+            path=path,
+            ptr=ptr,
+            vocab=vocab,
+            n_vocab=lc.llama_vocab_n_tokens(vocab),
+            n_ctx_train=lc.llama_model_n_ctx_train(ptr),
+            n_embd=lc.llama_model_n_embd(ptr),
+            add_bos=bool(lc.llama_vocab_get_add_bos(vocab)),
+            bos_id=bos,
+            eos_id=eos,
+            chat_template=None,
+            bos_text="",
+            eos_text="",
+            has_encoder=bool(lc.llama_model_has_encoder(ptr)),
+        )
+        model.metadata = model._read_metadata()
+        model.chat_template = model.metadata.get("tokenizer.chat_template")
+        model.bos_text = model.token_text(bos) if bos >= 0 else ""
+        model.eos_text = model.token_text(eos) if eos >= 0 else ""
+        log.info(
+            "loaded %s: %d tokens of vocabulary, trained context %d",
+            path.name,
+            model.n_vocab,
+            model.n_ctx_train,
+        )
+        return model
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            lc.llama_model_free(self.ptr)
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def _read_metadata(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        count = lc.llama_model_meta_count(self.ptr)
+        key_buf = ctypes.create_string_buffer(256)
+        for i in range(count):
+            n = lc.llama_model_meta_key_by_index(self.ptr, i, key_buf, len(key_buf))
+            if n < 0:
+                continue
+            key = key_buf.value.decode("utf-8", "replace")
+            size = lc.llama_model_meta_val_str_by_index(self.ptr, i, None, 0)
+            if size < 0:
+                continue
+            val_buf = ctypes.create_string_buffer(size + 1)
+            lc.llama_model_meta_val_str_by_index(self.ptr, i, val_buf, size + 1)
+            out[key] = val_buf.value.decode("utf-8", "replace")
+        return out
+
+    @property
+    def description(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        lc.llama_model_desc(self.ptr, buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    def tokenize(
+        self, text: str, *, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
+        """Text to token ids. With `add_special` the model's BOS is added when it wants one."""
+        data = text.encode("utf-8", "surrogatepass")
+        n_max = len(data) + 8
+        buf = (lc.llama_token * n_max)()
+        n = lc.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
+        if n < 0:
+            n_max = -n
+            buf = (lc.llama_token * n_max)()
+            n = lc.llama_tokenize(
+                self.vocab, data, len(data), buf, n_max, add_special, parse_special
+            )
+        tokens = list(buf[:n])
+        # A template that already wrote the BOS text must not get a second BOS.
+        if (
+            add_special
+            and self.add_bos
+            and len(tokens) >= 2
+            and tokens[0] == self.bos_id
+            and tokens[1] == self.bos_id
+        ):
+            tokens = tokens[1:]
+        return tokens
+
+    def token_bytes(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes one token stands for (special tokens render as empty unless asked)."""
+        buf = ctypes.create_string_buffer(64)
+        n = lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        return self.token_bytes(token, special=True).decode("utf-8", "replace")
+
+    def detokenize(self, tokens: list[int], *, special: bool = False) -> str:
+        return b"".join(self.token_bytes(t, special=special) for t in tokens).decode(
+            "utf-8", "replace"
+        )
+
+    def is_eog(self, token: int) -> bool:
+        return bool(lc.llama_vocab_is_eog(self.vocab, token))
+
+    def check_tokens(self, tokens: list[int], param: str) -> None:
+        for t in tokens:
+            if not 0 <= t < self.n_vocab:
+                raise InvalidRequest(
+                    f"token id {t} is outside the vocabulary (0..{self.n_vocab - 1})", param=param
+                )

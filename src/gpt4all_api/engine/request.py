@@ -1,0 +1,79 @@
+"""What a request hands the engine, and what flows back.
+
+The engine thread pushes events into a request's asyncio queue with
+`loop.call_soon_threadsafe`; the HTTP side awaits them. Exceptions travel back as values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+from ..errors import APIError
+from .sampling import SamplingParams
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class GenerationRequest:
+    prompt_tokens: list[int]
+    max_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    prompt_chunk: int = 128
+
+
+@dataclass(frozen=True, slots=True)
+class TextEvent:
+    """New text for choice `index` (may be empty when the token's bytes are incomplete)."""
+
+    index: int
+    text: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class FinishEvent:
+    index: int
+    reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    error: APIError
+
+
+Event = TextEvent | FinishEvent | ErrorEvent
+
+
+class RequestHandle:
+    """The HTTP side's view of one submitted request."""
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[Event] | None = None,
+        index: int = 0,
+    ):
+        self.id = next(_ids)
+        self.request = request
+        self.index = index  # the choice this request produces
+        self.queue: asyncio.Queue[Event] = queue if queue is not None else asyncio.Queue()
+        self._loop = loop
+        self.cancelled = threading.Event()
+
+    def push(self, event: Event) -> bool:
+        """Called from the engine thread. False when the receiving loop is gone."""
+        try:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        except RuntimeError:  # event loop closed
+            self.cancelled.set()
+            return False
+        return True

@@ -1,0 +1,411 @@
+"""The engine: one thread owns a llama.cpp context and decodes every running request together.
+
+Each step builds one `llama_batch` holding one token for every sequence that is generating plus
+prompt chunks of newly admitted ones, calls `llama_decode` once and samples each sequence with its
+own sampler chain. Requests wait in FIFO order for a free slot; a finished or cancelled request
+leaves its slot at once. A free slot keeps the tokens it holds in the KV cache so that a later
+request sharing a prefix (the next turn of a conversation) skips re-evaluating it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import llama_cpp as lc
+
+from ..errors import APIError, EngineError, InvalidRequest, Overloaded
+from .model import Model
+from .request import ErrorEvent, FinishEvent, GenerationRequest, RequestHandle, TextEvent
+from .sampling import SamplerChain
+from .text import StopMatcher, TokenTextDecoder
+
+log = logging.getLogger(__name__)
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    context_size: int = 2048  # per slot
+    parallel: int = 8
+    batch_size: int = 512
+    threads: int = 2
+    max_queue: int = 0  # 0: unbounded
+
+
+@dataclass
+class _Job:
+    handle: RequestHandle
+    prompt: list[int]
+    chain: SamplerChain
+    stops: StopMatcher
+    decoder: TokenTextDecoder = field(default_factory=TokenTextDecoder)
+    slot: _Slot | None = None
+    pending: int | None = None  # sampled, not yet decoded
+    n_generated: int = 0
+    cached_tokens: int = 0
+    batch_index: int = -1
+    admitted_at: float = 0.0
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.handle.request
+
+
+@dataclass
+class _Slot:
+    seq_id: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
+    job: _Job | None = None
+    last_used: float = 0.0
+
+
+@dataclass
+class EngineStats:
+    slots: int
+    busy_slots: int
+    waiting: int
+    context_per_slot: int
+    kv_tokens: int
+    steps: int
+    generated_tokens: int
+    prompt_tokens: int
+    cached_prompt_tokens: int
+
+
+class Engine:
+    """Continuous-batching generation over one model. Thread-safe `submit` and `cancel`."""
+
+    def __init__(self, model: Model, config: EngineConfig, name: str | None = None):
+        self.model = model
+        self.config = config
+        self.name = name or model.path.name
+        n_ctx_seq = min(config.context_size, model.n_ctx_train or config.context_size)
+        params = lc.llama_context_default_params()
+        params.n_ctx = n_ctx_seq * config.parallel
+        params.n_seq_max = config.parallel
+        params.n_batch = max(config.batch_size, config.parallel)
+        params.n_ubatch = params.n_batch
+        params.n_threads = config.threads
+        params.n_threads_batch = config.threads
+        params.kv_unified = False
+        params.no_perf = True
+        self._ctx = lc.llama_init_from_model(model.ptr, params)
+        if not self._ctx:
+            raise EngineError(f"llama.cpp could not create a context for {self.name}")
+        self.n_ctx_seq = min(lc.llama_n_ctx_seq(self._ctx), n_ctx_seq)
+        self.n_batch = lc.llama_n_batch(self._ctx)
+        self._mem = lc.llama_get_memory(self._ctx)
+        self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        self._slots = [_Slot(seq_id=i) for i in range(config.parallel)]
+        self._commands: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self._waiting: collections.deque[_Job] = collections.deque()
+        self._active: list[_Job] = []
+        self._closing = False
+        self.crashed = False
+        self._steps = 0
+        self._generated = 0
+        self._prompt_total = 0
+        self._cached_total = 0
+        self.last_used = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"engine:{self.name}", daemon=True)
+        self._thread.start()
+
+    # -- public, any thread -----------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return not self._closing and self._thread.is_alive()
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue | None = None,
+        index: int = 0,
+    ) -> RequestHandle:
+        if self._closing:
+            raise Overloaded("the model is being unloaded; retry", retry_after=1)
+        if len(request.prompt_tokens) >= self.n_ctx_seq:
+            raise InvalidRequest(
+                f"the prompt has {len(request.prompt_tokens)} tokens; the context holds "
+                f"{self.n_ctx_seq}",
+                code="context_length_exceeded",
+            )
+        if self.config.max_queue and len(self._waiting) >= self.config.max_queue:
+            raise Overloaded("too many requests are waiting; retry shortly", retry_after=1)
+        handle = RequestHandle(request, loop, queue, index)
+        self.last_used = time.monotonic()
+        self._commands.put(("submit", handle))
+        return handle
+
+    def cancel(self, handle: RequestHandle) -> None:
+        handle.cancelled.set()
+        self._commands.put(("cancel", handle))
+
+    def close(self, *, drain: bool = True) -> None:
+        """Stop taking requests; finish running ones (or cancel them), then free llama.cpp."""
+        self._closing = True
+        self._commands.put(("close", drain))
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._active or self._waiting) or not self._commands.empty()
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            slots=len(self._slots),
+            busy_slots=sum(1 for s in self._slots if s.job is not None),
+            waiting=len(self._waiting),
+            context_per_slot=self.n_ctx_seq,
+            kv_tokens=sum(len(s.cached) for s in self._slots),
+            steps=self._steps,
+            generated_tokens=self._generated,
+            prompt_tokens=self._prompt_total,
+            cached_prompt_tokens=self._cached_total,
+        )
+
+    # -- engine thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                idle = not self._active and not self._waiting
+                if self._closing and idle:
+                    break
+                self._drain_commands(block=idle)
+                self._admit()
+                if self._active:
+                    self._step()
+        except Exception:  # a bug of ours: fail everything that is running, loudly
+            log.exception("engine %s crashed", self.name)
+            self._closing = True
+            self.crashed = True
+            for job in [*self._active, *self._waiting]:
+                job.handle.push(ErrorEvent(EngineError("the engine failed; see the server log")))
+        finally:
+            for job in [*self._active, *self._waiting]:
+                self._release(job)
+            self._free()
+
+    def _drain_commands(self, block: bool) -> None:
+        while True:
+            try:
+                kind, arg = self._commands.get(block=block, timeout=0.5 if block else None)
+            except queue.Empty:
+                return
+            block = False
+            if kind == "submit":
+                assert isinstance(arg, RequestHandle)
+                if not arg.cancelled.is_set():
+                    try:
+                        self._enqueue(arg)
+                    except Exception:
+                        log.exception("could not start a request")
+                        arg.push(ErrorEvent(EngineError("could not start the request")))
+            elif kind == "cancel":
+                self._cancel(arg)  # type: ignore[arg-type]
+            elif kind == "close":
+                self._closing = True
+                if not arg:
+                    for job in list(self._active):
+                        self._finish(job, None)
+                    for job in self._waiting:
+                        job.handle.push(ErrorEvent(Overloaded("the server is shutting down")))
+                        job.chain.free()
+                    self._waiting.clear()
+
+    def _enqueue(self, handle: RequestHandle) -> None:
+        req = handle.request
+        try:
+            chain = SamplerChain(req.sampling, self.model.vocab, self.model.n_vocab)
+        except ValueError as exc:
+            handle.push(ErrorEvent(InvalidRequest(str(exc), param="response_format")))
+            return
+        if (
+            chain.params.repeat_penalty != 1.0
+            or chain.params.frequency_penalty
+            or (chain.params.presence_penalty)
+        ):
+            n = chain.params.repeat_last_n
+            chain.accept_history(req.prompt_tokens[-n:] if n > 0 else req.prompt_tokens)
+        self._waiting.append(
+            _Job(handle=handle, prompt=req.prompt_tokens, chain=chain, stops=StopMatcher(req.stop))
+        )
+
+    def _cancel(self, handle: RequestHandle) -> None:
+        for job in self._active:
+            if job.handle is handle:
+                self._finish(job, None)
+                return
+        for job in self._waiting:
+            if job.handle is handle:
+                self._waiting.remove(job)
+                job.chain.free()
+                return
+
+    def _admit(self) -> None:
+        while self._waiting:
+            free = [s for s in self._slots if s.job is None]
+            if not free:
+                return
+            job = self._waiting.popleft()
+            prompt = job.prompt
+            # Prefer the slot already holding the longest prefix of this prompt, then the LRU one.
+            best = max(
+                free,
+                key=lambda s: (common_prefix_len(s.cached, prompt), -s.last_used),
+            )
+            keep = min(common_prefix_len(best.cached, prompt), len(prompt) - 1)
+            if keep < len(best.cached) and not lc.llama_memory_seq_rm(
+                self._mem, best.seq_id, keep, -1
+            ):
+                lc.llama_memory_seq_rm(self._mem, best.seq_id, -1, -1)
+                keep = 0
+            del best.cached[keep:]
+            best.job = job
+            job.slot = best
+            job.cached_tokens = keep
+            job.admitted_at = time.monotonic()
+            self._prompt_total += len(prompt)
+            self._cached_total += keep
+            self._active.append(job)
+
+    def _step(self) -> None:
+        batch = self._batch
+        n = 0
+        # One token for every sequence that is generating ...
+        for job in self._active:
+            job.batch_index = -1
+            if job.pending is not None:
+                slot = job.slot
+                assert slot is not None
+                self._put(n, job.pending, len(slot.cached), slot.seq_id, True)
+                slot.cached.append(job.pending)
+                job.batch_index = n
+                n += 1
+        # ... then prompt chunks of those still prefilling, oldest first.
+        for job in self._active:
+            if n >= self.n_batch:
+                break
+            if job.pending is not None:
+                continue
+            slot = job.slot
+            assert slot is not None
+            start = len(slot.cached)
+            take = min(self.n_batch - n, job.request.prompt_chunk, len(job.prompt) - start)
+            for i in range(start, start + take):
+                self._put(n, job.prompt[i], i, slot.seq_id, False)
+                n += 1
+            slot.cached.extend(job.prompt[start : start + take])
+            if start + take == len(job.prompt):
+                batch.logits[n - 1] = 1
+                job.batch_index = n - 1
+        batch.n_tokens = n
+        rc = lc.llama_decode(self._ctx, batch)
+        self._steps += 1
+        if rc != 0:
+            self._decode_failed(rc)
+            return
+        for job in list(self._active):
+            if job.batch_index >= 0:
+                self._on_logits(job)
+
+    def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+
+    def _on_logits(self, job: _Job) -> None:
+        if job.request.max_tokens <= 0:
+            self._finish(job, "length")
+            return
+        token = job.chain.sample(self._ctx, job.batch_index)
+        handle = job.handle
+        if self.model.is_eog(token):
+            self._finish(job, "stop")
+            return
+        job.n_generated += 1
+        self._generated += 1
+        text = job.decoder.feed(self.model.token_bytes(token))
+        out, stopped = job.stops.feed(text) if text else ("", False)
+        if not handle.push(TextEvent(handle.index, out, token)):
+            self._finish(job, None)
+            return
+        if stopped:
+            self._finish(job, "stop", matched_stop=True)
+        elif job.n_generated >= job.request.max_tokens or (
+            job.slot is not None and len(job.slot.cached) + 1 >= self.n_ctx_seq
+        ):
+            self._finish(job, "length")
+        else:
+            job.pending = token
+
+    def _finish(self, job: _Job, reason: str | None, *, matched_stop: bool = False) -> None:
+        """End a job; `reason` None means cancelled (nothing more is sent)."""
+        if reason is not None:
+            tail = ""
+            if not matched_stop:  # text held back for a possible stop string is real output
+                tail, stopped = job.stops.feed(job.decoder.flush())
+                if not stopped:
+                    tail += job.stops.flush()
+            if tail:
+                job.handle.push(TextEvent(job.handle.index, tail, -1))
+            job.handle.push(
+                FinishEvent(
+                    index=job.handle.index,
+                    reason=reason,
+                    prompt_tokens=len(job.prompt),
+                    completion_tokens=job.n_generated,
+                    cached_tokens=job.cached_tokens,
+                )
+            )
+        self._release(job)
+
+    def _release(self, job: _Job) -> None:
+        if job in self._active:
+            self._active.remove(job)
+        slot = job.slot
+        if slot is not None:
+            slot.job = None
+            slot.last_used = time.monotonic()
+            job.slot = None
+        job.chain.free()
+
+    def _decode_failed(self, rc: int) -> None:
+        log.error("llama_decode failed with %d for %d sequences", rc, len(self._active))
+        err: APIError = EngineError(f"llama_decode failed ({rc})")
+        for job in list(self._active):
+            if job.batch_index >= 0 or job.pending is None:
+                job.handle.push(ErrorEvent(err))
+                slot = job.slot
+                self._finish(job, None)
+                if slot is not None:
+                    lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                    slot.cached.clear()
+
+    def _free(self) -> None:
+        if self._ctx:
+            lc.llama_batch_free(self._batch)
+            lc.llama_free(self._ctx)
+            self._ctx = None
+        log.info("engine %s stopped", self.name)

@@ -1,0 +1,124 @@
+"""One exception tree; each class knows its HTTP status and OpenAI error `type` and `code`.
+
+APIError
+├── InvalidRequest (400)
+│   ├── UnsupportedParameter
+│   ├── UnknownParameter
+│   └── ContextLengthExceeded
+├── AuthenticationError (401)
+├── NotFound (404)
+│   └── ModelNotFound
+├── Conflict (409)
+├── PayloadTooLarge (413)
+├── ServiceUnavailable (503)
+│   └── Overloaded
+└── InternalError (500)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class APIError(Exception):
+    status_code = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.type,
+            "param": self.param,
+            "code": self.code,
+        }
+        if request_id:
+            error["request_id"] = request_id
+        return {"error": error}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(APIError):
+    status_code = 400
+    type = "invalid_request_error"
+
+
+class UnsupportedParameter(InvalidRequest):
+    code = "unsupported_parameter"
+
+
+class UnknownParameter(InvalidRequest):
+    code = "unknown_parameter"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class AuthenticationError(APIError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(APIError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, model: str):
+        super().__init__(f"The model '{model}' does not exist", param="model")
+
+
+class Conflict(APIError):
+    status_code = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class PayloadTooLarge(APIError):
+    status_code = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class ServiceUnavailable(APIError):
+    status_code = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+
+
+class Overloaded(ServiceUnavailable):
+    code = "server_overloaded"
+
+
+class InternalError(APIError):
+    status_code = 500
+    type = "server_error"
+    code = "internal_error"
+
+
+class EngineError(InternalError):
+    """llama.cpp failed on something we handed it."""
+
+    code = "engine_error"

@@ -1,0 +1,102 @@
+"""Server settings: one object, from CLI flags > environment > `.env` > defaults.
+
+This is the only module that reads the environment. Every setting has an environment variable
+`GPT4ALL_API_<NAME>`; a few also answer to the names the original gpt4all API used
+(`MODEL_PATH`, `DEFAULT_MODEL`, `API_KEYS`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def gpt4all_models_dir() -> Path:
+    """The GPT4All desktop app's model folder on this operating system."""
+    home = Path.home()
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "nomic.ai" / "GPT4All"
+    if sys.platform.startswith("win"):
+        local = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(local) / "nomic.ai" / "GPT4All"
+    data = os.environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
+    return Path(data) / "nomic.ai" / "GPT4All"
+
+
+def _env(name: str, *legacy: str) -> AliasChoices:
+    return AliasChoices(name, f"GPT4ALL_API_{name.upper()}", *legacy)
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Field names are also the CLI flags (`--models-dir`)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+    )
+
+    host: str = Field("127.0.0.1", validation_alias=_env("host"))
+    port: int = Field(8000, ge=0, le=65535, validation_alias=_env("port"))
+    models_dir: Path = Field(
+        default_factory=gpt4all_models_dir, validation_alias=_env("models_dir", "MODEL_PATH")
+    )
+    default_model: str | None = Field(None, validation_alias=_env("default_model", "DEFAULT_MODEL"))
+    context_size: int = Field(
+        2048,
+        ge=64,
+        validation_alias=_env("context_size"),
+        description="Context length of each parallel slot, in tokens.",
+    )
+    threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, validation_alias=_env("threads")
+    )
+    parallel: int = Field(
+        8,
+        ge=1,
+        le=64,
+        validation_alias=_env("parallel"),
+        description="Sequences decoded together in one batch (slots).",
+    )
+    batch_size: int = Field(
+        512,
+        ge=8,
+        validation_alias=_env("batch_size"),
+        description="Most tokens handed to llama_decode in one step.",
+    )
+    prompt_batch_size: int = Field(
+        128,
+        ge=1,
+        validation_alias=_env("prompt_batch_size"),
+        description="Default prompt chunk per request per step while prefilling.",
+    )
+    prompt_template: str = Field("%1", validation_alias=_env("prompt_template"))
+    strict_max_tokens: bool = Field(
+        True,
+        validation_alias=_env("strict_max_tokens"),
+        description="Refuse (400) a max_tokens that does not fit the context instead of clipping.",
+    )
+    reject_unknown_fields: bool = Field(
+        True,
+        validation_alias=_env("reject_unknown_fields"),
+        description="Answer 400 to request fields we do not know; when off, log and drop them.",
+    )
+    log_level: str = Field("info", validation_alias=_env("log_level"))
+
+    @field_validator("models_dir", mode="before")
+    @classmethod
+    def _expand(cls, value: object) -> object:
+        if isinstance(value, str | Path):
+            return Path(value).expanduser()
+        return value
+
+    @field_validator("default_model", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value

@@ -1,0 +1,20 @@
+"""What the running server holds, built once by the app factory and shared by the routers."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from .library.registry import ModelRegistry
+from .library.store import ModelStore
+from .settings import Settings
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    store: ModelStore
+    registry: ModelRegistry
+    default_model: str
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    load_error: str | None = None
