@@ -21,7 +21,9 @@ from . import __version__
 from .api import chat, completions, models, system, tokens
 from .engine.scheduler import EngineConfig
 from .errors import APIError, InternalError, InvalidRequest, ModelNotFound, NotFound
-from .library.registry import ModelRegistry
+from .library.catalog import catalog_from
+from .library.download import DownloadManager
+from .library.registry import registry_from
 from .library.store import ModelStore
 from .settings import Settings
 from .state import ServerState
@@ -39,7 +41,7 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 def build_state(settings: Settings) -> ServerState:
-    store = ModelStore(settings.models_dir)
+    store = ModelStore(settings.models_dir, catalog=catalog_from(settings))
     default = settings.default_model
     if default is None:
         if store.embedded is None:
@@ -57,8 +59,9 @@ def build_state(settings: Settings) -> ServerState:
     return ServerState(
         settings=settings,
         store=store,
-        registry=ModelRegistry(store, engine_config(settings)),
+        registry=registry_from(settings, store, engine_config(settings)),
         default_model=default,
+        downloads=DownloadManager(settings.models_dir, reserve=settings.download_reserve),
     )
 
 
@@ -74,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             loader.cancel()
+            if state.downloads is not None:
+                await asyncio.to_thread(state.downloads.close)
             await state.registry.close(drain=True)
 
     app = FastAPI(

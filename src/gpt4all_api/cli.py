@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .cli_models import models
 from .settings import Settings
 
 
@@ -34,6 +35,10 @@ def main() -> None:
 @click.option("--batch-size", type=int, help="Most tokens per llama_decode step.")
 @click.option("--prompt-batch-size", type=int, help="Prompt chunk per request per step.")
 @click.option("--prompt-template", help="Default completions prompt template (%1 = prompt).")
+@click.option("--catalog-url", help="The GPT4All catalog (models3.json) to use.")
+@click.option("--max-loaded-models", type=int, help="Most models loaded at once (default 3).")
+@click.option("--memory-budget", type=float, help="GiB of RAM loaded models may use (0: no limit).")
+@click.option("--keep-alive", type=float, help="Seconds an idle model stays loaded (<0: forever).")
 @click.option(
     "--strict-max-tokens/--clip-max-tokens",
     default=None,
@@ -68,6 +73,8 @@ def serve(**flags: Any) -> None:
         timeout_graceful_shutdown=30,
     )
 
+
+main.add_command(models)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -12,7 +12,10 @@ APIError
 ├── PayloadTooLarge (413)
 ├── ServiceUnavailable (503)
 │   └── Overloaded
-└── InternalError (500)
+├── InternalError (500)
+├── DownloadFailed (502)
+│   └── ChecksumMismatch
+└── InsufficientStorage (507)
 """
 
 from __future__ import annotations
@@ -122,3 +125,21 @@ class EngineError(InternalError):
     """llama.cpp failed on something we handed it."""
 
     code = "engine_error"
+
+
+class DownloadFailed(APIError):
+    """A model download could not be completed (network, upstream server, or bad data)."""
+
+    status_code = 502
+    type = "server_error"
+    code = "download_failed"
+
+
+class ChecksumMismatch(DownloadFailed):
+    code = "checksum_mismatch"
+
+
+class InsufficientStorage(APIError):
+    status_code = 507
+    type = "server_error"
+    code = "insufficient_storage"

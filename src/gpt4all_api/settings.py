@@ -89,6 +89,52 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", validation_alias=_env("log_level"))
 
+    # -- model library: catalog, downloads, loaded models ---------------------------------
+    catalog_url: str = Field(
+        "https://gpt4all.io/models/models3.json",
+        validation_alias=_env("catalog_url"),
+        description="The GPT4All catalog (models3.json) to fetch; empty for none.",
+    )
+    catalog_cache: Path | None = Field(
+        None,
+        validation_alias=_env("catalog_cache"),
+        description="Where the fetched catalog is cached (default: models3.json in models_dir).",
+    )
+    catalog_max_age: float = Field(
+        86400.0,
+        ge=0,
+        validation_alias=_env("catalog_max_age"),
+        description="Seconds before the cached catalog is fetched again.",
+    )
+    catalog_files: list[Path] = Field(
+        default_factory=list,
+        validation_alias=_env("catalog_files"),
+        description="Extra local catalog files (models3.json format) whose URLs may be downloaded.",
+    )
+    download_reserve: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("download_reserve"),
+        description="Bytes of disk that must stay free after a download completes.",
+    )
+    max_loaded_models: int = Field(
+        3,
+        ge=1,
+        validation_alias=_env("max_loaded_models"),
+        description="Most models loaded at once; the least recently used idle one is unloaded.",
+    )
+    memory_budget: float | None = Field(
+        None,
+        ge=0,
+        validation_alias=_env("memory_budget"),
+        description="GiB of RAM loaded models may use (default: 3/4 of the RAM; 0: no limit).",
+    )
+    keep_alive: float = Field(
+        300.0,
+        validation_alias=_env("keep_alive"),
+        description="Seconds an idle model stays loaded; negative keeps it loaded forever.",
+    )
+
     @field_validator("models_dir", mode="before")
     @classmethod
     def _expand(cls, value: object) -> object:

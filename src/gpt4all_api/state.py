@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from .library.download import DownloadManager
 from .library.registry import ModelRegistry
 from .library.store import ModelStore
 from .settings import Settings
@@ -18,3 +19,4 @@ class ServerState:
     default_model: str
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
+    downloads: DownloadManager | None = None

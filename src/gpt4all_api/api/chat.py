@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from ..engine import templates
 from ..engine.request import GenerationRequest, TextEvent
-from ..library.registry import Loaded
+from ..library.registry import Loaded, chat_defaults
 from ..protocol.chat import ChatCompletionRequest
 from ..state import ServerState
 from .generation import (
@@ -31,8 +31,10 @@ def render_prompt(
 ) -> tuple[str, tuple[str, ...], str]:
     """The prompt text, extra stop strings, and which template made it."""
     model = loaded.model
+    messages, prompt_template, system_prompt = chat_defaults(loaded, messages, prompt_template)
     if prompt_template:
-        return templates.render_gpt4all(prompt_template, messages), (), prompt_template
+        text = templates.render_gpt4all(prompt_template, messages, system_prompt)
+        return text, (), prompt_template
     if model.chat_template:
         text = templates.render_jinja(
             model.chat_template, messages, bos_token=model.bos_text, eos_token=model.eos_text

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from ..engine.request import GenerationRequest, TextEvent
 from ..engine.templates import apply_prompt_template
 from ..errors import InvalidRequest
+from ..library.registry import completion_template
 from ..protocol.completions import CompletionRequest
 from ..state import ServerState
 from .generation import (
@@ -36,9 +37,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Any:
     check_thread_count(state, body)
     prompts = body.prompts()
     loaded = await load_model(state, body)
-    template = body.prompt_template
-    if template is None:
-        template = state.settings.prompt_template
+    template = completion_template(loaded, body.prompt_template, state.settings.prompt_template)
     sampling = sampling_params(body, loaded)
     asked = DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
     requests = []

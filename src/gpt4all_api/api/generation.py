@@ -17,7 +17,7 @@ from fastapi import Request
 from ..engine.request import ErrorEvent, Event, FinishEvent, GenerationRequest, TextEvent
 from ..engine.sampling import SamplingParams
 from ..errors import ContextLengthExceeded, InvalidRequest, UnknownParameter, UnsupportedParameter
-from ..library.registry import Loaded
+from ..library.registry import Loaded, parse_keep_alive
 from ..protocol.common import SamplingFields
 from ..state import ServerState
 
@@ -45,7 +45,8 @@ def check_unknown(state: ServerState, body: Any, where: str = "") -> None:
 
 async def load_model(state: ServerState, req: SamplingFields) -> Loaded:
     name = req.model or state.default_model
-    return await state.registry.get(name, reload=bool(req.reload))
+    keep_alive = parse_keep_alive(req.keep_alive)
+    return await state.registry.get(name, reload=bool(req.reload), keep_alive=keep_alive)
 
 
 def sampling_params(req: SamplingFields, loaded: Loaded) -> SamplingParams:

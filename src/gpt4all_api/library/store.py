@@ -10,8 +10,12 @@ import importlib.metadata
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..errors import InvalidRequest, ModelNotFound
+from ..errors import Conflict, InvalidRequest, ModelNotFound
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ def check_name(name: str) -> str:
         or "\\" in name
         or name in (".", "..")
         or ".." in name.split(".gguf")[0].split("/")
-        or "\x00" in name
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
         or name.startswith(".")
         or ":" in name
         or len(name) > 255
@@ -59,16 +63,27 @@ def check_name(name: str) -> str:
     return name
 
 
+def not_found(name: str, hint: str) -> ModelNotFound:
+    """ModelNotFound with more to say."""
+    err = ModelNotFound(name)
+    err.message += hint
+    err.args = (err.message,)
+    return err
+
+
 def canonical(name: str) -> str:
     return name if name.lower().endswith(".gguf") else name + ".gguf"
 
 
 class ModelStore:
-    """Lists and resolves the GGUF files a server can load."""
+    """Lists and resolves the GGUF files a server can load; names may also be catalog names."""
 
-    def __init__(self, models_dir: Path, embedded: Path | None = None):
+    def __init__(
+        self, models_dir: Path, embedded: Path | None = None, catalog: Catalog | None = None
+    ):
         self.models_dir = models_dir
         self.embedded = embedded if embedded is not None else embedded_model_path()
+        self.catalog = catalog
 
     def list(self) -> list[LocalModel]:
         found: dict[str, LocalModel] = {}
@@ -89,13 +104,59 @@ class ModelStore:
         return list(found.values())
 
     def resolve(self, name: str) -> LocalModel:
-        """A model by id (with or without `.gguf`); ModelNotFound otherwise."""
+        """A model by id (with or without `.gguf`) or by catalog name; ModelNotFound otherwise."""
+        found = self.find(name)
+        if found is not None:
+            return found
+        entry = self.catalog.cached().find(name) if self.catalog is not None else None
+        if entry is None:
+            raise ModelNotFound(name)
+        raise not_found(
+            name,
+            f"; it is in the catalog as {entry.filename}: download it first "
+            f"(POST /v1/models/pull or `gpt4all-api models pull {entry.filename}`)",
+        )
+
+    def find(self, name: str) -> LocalModel | None:
+        """A local model by file name or catalog name, or None. Hostile names are refused."""
         check_name(name)
-        wanted = canonical(name)
-        for m in self.list():
-            if m.id == wanted or m.id.lower() == wanted.lower():
+        wanted = canonical(name).lower()
+        models = self.list()
+        for m in models:
+            if m.id.lower() == wanted:
                 return m
-        raise ModelNotFound(name)
+        if self.catalog is not None:
+            entry = self.catalog.cached().find(name)
+            if entry is not None:
+                for m in models:
+                    if m.id == entry.filename:
+                        return m
+        return None
+
+    def path_for(self, filename: str) -> Path:
+        """Where `filename` lives (or would) in the models folder, checked to stay inside it."""
+        check_name(filename)
+        root = self.models_dir.resolve()
+        path = (root / filename).resolve()
+        if path.parent != root:
+            raise InvalidRequest(
+                f"invalid model name: {filename!r}", param="model", code="invalid_model"
+            )
+        return path
+
+    def delete(self, model: LocalModel) -> None:
+        """Remove a model file from the models folder (never the embedded model)."""
+        if model.embedded:
+            raise Conflict(
+                f"{model.id} is the embedded default model and cannot be deleted",
+                param="model",
+                code="model_protected",
+            )
+        root = self.models_dir.absolute()
+        if root not in model.path.absolute().parents:
+            raise Conflict(f"{model.id} is not inside {root}", param="model")
+        model.path.unlink()
+        log.info("deleted %s", model.path)
 
     @staticmethod
     def _entry(path: Path, embedded: bool = False) -> LocalModel:

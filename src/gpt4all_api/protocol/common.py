@@ -51,6 +51,9 @@ class SamplingFields(OpenAIModel):
     prompt_batch_size: int | None = Field(None, ge=1)
     reload: bool | None = False
     thread_count: int | None = Field(None, ge=1)
+    keep_alive: float | str | None = Field(
+        None, description="How long the model stays loaded when idle: seconds or '5m'; <0 forever."
+    )
 
     @model_validator(mode="after")
     def _check_common(self) -> SamplingFields:
