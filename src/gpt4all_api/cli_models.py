@@ -192,10 +192,10 @@ def show(obj: Ctx, name: str) -> None:
         local = obj.store.find(name)
     except APIError as exc:
         raise _fail(exc) from None
-    snap = obj.catalog.cached()
+    snap = obj.catalog.cached() if local is not None else obj.catalog.get()
     entry = snap.find(name) or (snap.by_filename(local.id) if local else None)
     if local is None and entry is None:
-        raise click.ClickException(f"no model {name!r} on disk or in the cached catalog")
+        raise click.ClickException(f"no model {name!r} on disk or in the catalog")
     rows: list[tuple[str, Any]] = []
     if local is not None:
         rows += [("file", local.id), ("path", local.path), ("size", human(local.size))]

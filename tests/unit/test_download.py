@@ -84,6 +84,16 @@ def test_resume_from_partial_file_left_by_a_previous_run(
     assert [r.range for r in server.file_requests("m.gguf")] == ["bytes=777777-"]
 
 
+def test_a_server_ignoring_range_restarts_from_zero(
+    server: CatalogServer, blob: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "incomplete-m.gguf").write_bytes(b"x" * 1000)  # not even the right bytes
+    server.ignore_range = True
+    path = fetch_model(entry_for(server, blob), tmp_path)
+    assert path.read_bytes() == blob.read_bytes()
+    assert [r.range for r in server.file_requests("m.gguf")] == ["bytes=1000-"]
+
+
 def test_complete_partial_is_only_verified(
     server: CatalogServer, blob: Path, tmp_path: Path
 ) -> None:

@@ -221,25 +221,25 @@ class Catalog:
         self._last_failure = 0.0
 
     def cached(self) -> CatalogSnapshot:
-        """What is known without touching the network (memory, else the disk cache)."""
-        with self._lock:
-            if self._snapshot is None:
-                self._snapshot = self._from_cache(offline=False, error=None)
-            return self._snapshot
+        """What is known without touching the network (memory, else the disk cache). Never
+        waits for a fetch in progress, so it is safe to call from the event loop."""
+        snap = self._snapshot
+        if snap is None:
+            snap = self._snapshot = self._from_cache(offline=False, error=None)
+        return snap
 
     def get(self, *, refresh: bool = False) -> CatalogSnapshot:
         """The catalog, fetched again when older than `max_age` (or `refresh`); blocking."""
         with self._lock:
-            snap = self._snapshot or self._from_cache(offline=False, error=None)
+            snap = self.cached()
             now = time.time()
             stale = snap.fetched_at is None or now - snap.fetched_at > self.max_age
             retry = refresh or now - self._last_failure > RETRY_OFFLINE_AFTER
             if self.url and (refresh or stale) and retry:
-                snap = self._fetch()
-            self._snapshot = snap
+                snap = self._snapshot = self._fetch()
             return snap
 
-    # -- internals, under the lock ----------------------------------------------------------
+    # -- internals --------------------------------------------------------------------------
 
     def _fetch(self) -> CatalogSnapshot:
         try:
@@ -294,6 +294,7 @@ class Catalog:
             fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=".catalog-")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(payload)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, self.cache_path)
         except OSError as exc:
             log.warning("could not cache the catalog in %s: %s", self.cache_path, exc)

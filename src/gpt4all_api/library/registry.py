@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..engine.embedding import Embedder
 from ..engine.model import Model, ModelLoadError
 from ..engine.scheduler import Engine, EngineConfig
 from ..errors import Conflict, InvalidRequest, Overloaded
@@ -81,6 +82,14 @@ class Loaded:
     keep_alive: float = 300.0
     last_active: float = field(default_factory=time.monotonic)
     last_get: float = field(default_factory=time.monotonic)
+    embedder: Embedder | None = None  # made on the first embeddings request
+
+    def free(self) -> None:
+        """Free llama.cpp memory once the engine has stopped."""
+        if self.embedder is not None:
+            self.embedder.close()
+            self.embedder = None
+        self.model.close()
 
     def idle_since(self) -> float:
         return max(self.last_active, self.engine.last_used, self.last_get)
@@ -95,7 +104,9 @@ def parse_keep_alive(value: float | int | str | None) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise InvalidRequest("keep_alive must be a number of seconds or a duration like '5m'")
+        raise InvalidRequest(
+            "keep_alive must be a number of seconds or a duration like '5m'", param="keep_alive"
+        )
     if isinstance(value, int | float):
         return float(value)
     match = _DURATION.match(value)
@@ -311,7 +322,7 @@ class ModelRegistry:
         """Let a replaced model finish what it is running, then free it."""
         old.engine.close(drain=True)
         await asyncio.to_thread(old.engine.join)
-        old.model.close()
+        old.free()
 
     async def unload(self, model_id: str) -> bool:
         loaded = self._loaded.pop(model_id, None)
@@ -340,7 +351,7 @@ class ModelRegistry:
         for loaded in list(self._loaded.values()):
             await asyncio.to_thread(loaded.engine.join, timeout)
             if loaded.engine.join(0):
-                loaded.model.close()
+                loaded.free()
         self._loaded.clear()
 
 
