@@ -448,6 +448,22 @@ def test_not_enough_disk_space(two_models: ServerProcess) -> None:
     assert sorted(p.name for p in two_models.models_dir.iterdir() if "smol" in p.name) == []
 
 
+def test_memory_budget_unloads_to_make_room(
+    tmp_path: Path, embedded_model: Path, upstream: CatalogServer
+) -> None:
+    (tmp_path / "models").mkdir()
+    shutil.copy(embedded_model, tmp_path / "models" / "a.gguf")
+    # each copy is estimated at 1.25 x 98 MB: two do not fit in 0.15 GiB, one does
+    srv = start_server(tmp_path, upstream.catalog_url, "--memory-budget", "0.15")
+    try:
+        assert chat(srv.base_url, "a").status_code == 200
+        loaded = {k for k, v in models_by_id(srv.base_url).items() if v["loaded"]}
+        assert loaded == {"a.gguf"}
+        assert "to make room for a.gguf (the memory budget)" in srv.log()
+    finally:
+        srv.stop()
+
+
 # -- keep-alive, offline catalog ---------------------------------------------------------------
 
 
