@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .bench.command import bench
 from .cli_models import models
 from .settings import Settings
 
@@ -75,6 +76,7 @@ def serve(**flags: Any) -> None:
 
 
 main.add_command(models)
+main.add_command(bench)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,164 @@
+"""The `gpt4all-api bench` command: parse flags, run, print Markdown, write JSON and the plot."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of client counts, e.g. 1,2,4,8") from None
+    if not levels or any(n < 1 for n in levels):
+        raise click.BadParameter("client counts must be positive")
+    return levels
+
+
+@click.command()
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8000/v1",
+    show_default=True,
+    help="Base URL of the OpenAI-compatible server to drive (loopback only).",
+)
+@click.option("--model", help="Model to ask for (default: the first one the server lists).")
+@click.option("--api-key", help="Bearer key, when the server wants one.")
+@click.option(
+    "--levels",
+    default="1,2,4,8,16",
+    show_default=True,
+    callback=_levels,
+    help="Concurrent clients per level.",
+)
+@click.option("--requests-per-client", default=4, show_default=True, help="Requests per client.")
+@click.option("--min-requests", default=8, show_default=True, help="Fewest requests per level.")
+@click.option("--max-tokens", default=64, show_default=True, help="max_tokens of every request.")
+@click.option(
+    "--time-limit",
+    default=120.0,
+    show_default=True,
+    help="Seconds per level (no new request after).",
+)
+@click.option(
+    "--prefix/--no-prefix", default=True, show_default=True, help="Prefix-reuse scenario."
+)
+@click.option("--prefix-tokens", default=1500, show_default=True, help="First-turn history size.")
+@click.option("--prefix-reps", default=3, show_default=True, help="Cold/second-turn pairs.")
+@click.option(
+    "--tokenizer",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="GGUF whose tokenizer counts output tokens when a server sends no usage.",
+)
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="Start our server and llama-cpp-python's one after the other, plus raw decode.",
+)
+@click.option(
+    "--model-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --compare: the GGUF both servers load (default: the embedded model).",
+)
+@click.option("--threads", type=int, help="With --compare: CPU threads (default: all cores).")
+@click.option(
+    "--context-size", default=2048, show_default=True, help="With --compare: per sequence."
+)
+@click.option("--batch-size", default=512, show_default=True, help="With --compare: n_batch.")
+@click.option("--parallel", default=8, show_default=True, help="With --compare: our slots.")
+@click.option(
+    "--server-arg",
+    "server_args",
+    multiple=True,
+    help="With --compare: an extra flag for our server (repeatable), e.g. --server-arg=--x=1.",
+)
+@click.option(
+    "--only",
+    type=click.Choice(["gpt4all-api", "llama-cpp-python"]),
+    help="With --compare: start only this server (raw decode still runs).",
+)
+@click.option("--raw-seqs", default="1,8", show_default=True, callback=_levels, help="Raw decode.")
+@click.option("--raw-reps", default=3, show_default=True, help="Raw decode repetitions.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="With --compare: PNG.")
+def bench(**o: Any) -> None:
+    """Measure throughput and latency of an OpenAI-compatible server under concurrent load.
+
+    Closed-loop clients send streamed chat requests (temperature 0) at each concurrency level;
+    each level reports output tokens/s, requests/s, time to first token and inter-token latency
+    (p50/p95) and errors. Every level is bounded by its request count and --time-limit.
+    """
+    from ..engine.model import Model
+    from ..library.store import embedded_model_path
+    from . import report as rep
+    from .runner import BenchConfig, TokenCounter, bench_url, first_model, run_compare
+    from .servers import ServerOptions
+
+    config = BenchConfig(
+        levels=o["levels"],
+        requests_per_client=o["requests_per_client"],
+        min_requests=o["min_requests"],
+        max_tokens=o["max_tokens"],
+        time_limit=o["time_limit"],
+        prefix=o["prefix"],
+        prefix_tokens=o["prefix_tokens"],
+        prefix_reps=o["prefix_reps"],
+    )
+
+    def say(msg: str) -> None:
+        click.echo(msg, err=True)
+
+    if o["compare"]:
+        model_path = o["model_file"] or embedded_model_path()
+        if model_path is None:
+            raise click.ClickException("no --model-file and no embedded model installed")
+        options = ServerOptions(
+            model_path=Path(model_path),
+            threads=o["threads"] or os.cpu_count() or 1,
+            context_size=o["context_size"],
+            batch_size=o["batch_size"],
+            parallel=o["parallel"],
+            extra_args=tuple(o["server_args"]),
+        )
+        names = (o["only"],) if o["only"] else ("gpt4all-api", "llama-cpp-python")
+        try:
+            result: Any = run_compare(
+                config,
+                options,
+                raw_seqs=o["raw_seqs"],
+                raw_reps=o["raw_reps"],
+                servers=names,
+                progress=say,
+            )
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(rep.compare_text(result))
+        if o["plot_path"]:
+            rep.plot(result, o["plot_path"])
+            say(f"plot written to {o['plot_path']}")
+    else:
+        url = o["url"].rstrip("/")
+        try:
+            model = o["model"] or first_model(url, o["api_key"])
+        except Exception as exc:
+            raise click.ClickException(f"could not list the models at {url}: {exc}") from exc
+        counter = TokenCounter(Model.load(o["tokenizer"])) if o["tokenizer"] else None
+        try:
+            result = asyncio.run(
+                bench_url(url, model, config, counter=counter, api_key=o["api_key"], progress=say)
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        finally:
+            if counter is not None:
+                counter.model.close()
+        click.echo(rep.server_text(result))
+    if o["json_path"]:
+        o["json_path"].write_text(json.dumps(rep.to_json(result), indent=2) + "\n")
+        say(f"results written to {o['json_path']}")

@@ -1,0 +1,273 @@
+"""The benchmark's output: Markdown tables, the targets check, JSON and the plot."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from .runner import OURS, THEIRS, CompareReport, ServerReport
+from .stats import LevelResult, cpu_ms_per_token
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def levels_table(report: ServerReport) -> str:
+    """One row per concurrency level."""
+    rows = [
+        "| clients | requests | errors | output tok/s | req/s | TTFT p50 ms | TTFT p95 ms "
+        "| ITL p50 ms | ITL p95 ms | peak RSS MB | server CPU ms/token |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for lv in report.levels:
+        rss = f"{lv.peak_rss_mb:.0f}" if lv.peak_rss_mb else "-"
+        cpu = cpu_ms_per_token(lv)
+        rows.append(
+            f"| {lv.concurrency} | {lv.requests} | {lv.errors} | {lv.tokens_per_s:.1f} "
+            f"| {lv.requests_per_s:.2f} | {_ms(lv.ttft_p50)} | {_ms(lv.ttft_p95)} "
+            f"| {_ms(lv.itl_p50)} | {_ms(lv.itl_p95)} | {rss} "
+            f"| {'-' if cpu is None else f'{cpu:.1f}'} |"
+        )
+    return "\n".join(rows)
+
+
+def prefix_table(reports: list[ServerReport]) -> str:
+    rows = [
+        "| server | history tokens | cached tokens (2nd turn) | cold TTFT p50 ms "
+        "| 2nd-turn TTFT p50 ms | speed-up |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for r in reports:
+        p = r.prefix
+        if p is None:
+            continue
+        cached = ", ".join("n/a" if c is None else str(c) for c in p.cached_tokens)
+        hist = ", ".join(str(n) for n in p.prompt_tokens)
+        rows.append(
+            f"| {r.name} | {hist} | {cached} | {_ms(p.ttft_p50('cold'))} "
+            f"| {_ms(p.ttft_p50('warm'))} | {p.speedup or 0:.1f}x |"
+        )
+    return "\n".join(rows)
+
+
+def server_text(report: ServerReport) -> str:
+    lv0 = report.levels[0] if report.levels else None
+    source = lv0.token_source if lv0 else "-"
+    parts = [
+        f"## {report.name} at {report.base_url} (model {report.model}; tokens from {source})",
+        "",
+        levels_table(report),
+    ]
+    if report.prefix is not None:
+        parts += ["", prefix_table([report])]
+    return "\n".join(parts)
+
+
+def compare_table(report: CompareReport) -> str:
+    ours, theirs = report.servers.get(OURS), report.servers.get(THEIRS)
+    rows = [
+        f"| clients | {OURS} tok/s | {THEIRS} tok/s | ratio | {OURS} TTFT p50 ms "
+        f"| {THEIRS} TTFT p50 ms | {OURS} ITL p50 ms | {THEIRS} ITL p50 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in report.config.levels:
+        a = ours.level(c) if ours else None
+        b = theirs.level(c) if theirs else None
+        rows.append(
+            f"| {c} | {_tps(a)} | {_tps(b)} | {_ratio(_v(a), _v(b))} "
+            f"| {_ms(a.ttft_p50 if a else None)} | {_ms(b.ttft_p50 if b else None)} "
+            f"| {_ms(a.itl_p50 if a else None)} | {_ms(b.itl_p50 if b else None)} |"
+        )
+    return "\n".join(rows)
+
+
+def _v(lv: LevelResult | None) -> float | None:
+    return lv.tokens_per_s if lv else None
+
+
+def _tps(lv: LevelResult | None) -> str:
+    return "-" if lv is None else f"{lv.tokens_per_s:.1f}"
+
+
+def raw_table(report: CompareReport) -> str:
+    ours = report.servers.get(OURS)
+    rows = [
+        f"| sequences | raw decode tok/s (runs) | {OURS} tok/s at as many clients | of raw "
+        f"| raw CPU ms/token | {OURS} CPU ms/token |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for raw in report.raw:
+        lv = ours.level(raw.n_seq) if ours else None
+        runs = ", ".join(f"{x:.0f}" for x in raw.runs_tokens_per_s)
+        pct = f"{100 * lv.tokens_per_s / raw.tokens_per_s:.0f}%" if lv and raw.tokens_per_s else "-"
+        raw_cpu, our_cpu = raw.cpu_ms_per_token, cpu_ms_per_token(lv) if lv else None
+        rows.append(
+            f"| {raw.n_seq} | {raw.tokens_per_s:.1f} ({runs}) | {_tps(lv)} | {pct} "
+            f"| {'-' if raw_cpu is None else f'{raw_cpu:.1f}'} "
+            f"| {'-' if our_cpu is None else f'{our_cpu:.1f}'} |"
+        )
+    return "\n".join(rows)
+
+
+def targets(report: CompareReport) -> list[tuple[str, str, bool | None]]:
+    """The performance targets: (what, measured, met?), None when not measured."""
+    ours, theirs = report.servers.get(OURS), report.servers.get(THEIRS)
+    out: list[tuple[str, str, bool | None]] = []
+
+    def check(what: str, value: float | None, goal: float, fmt: str, *, most: bool = False) -> None:
+        if value is None:
+            out.append((what, "not measured", None))
+        else:
+            out.append((what, fmt.format(value), value <= goal if most else value >= goal))
+
+    for n, pct, times in ((1, 0.80, 1.5), (8, 0.85, 4.0)):
+        a = ours.level(n) if ours else None
+        b = theirs.level(n) if theirs else None
+        raw = report.raw_for(n)
+        check(
+            f"{n} client(s): >= {pct:.0%} of raw {n}-sequence decode",
+            a.tokens_per_s / raw.tokens_per_s if a and raw and raw.tokens_per_s else None,
+            pct,
+            "{:.0%}",
+        )
+        check(
+            f"{n} client(s): >= {times}x {THEIRS}",
+            a.tokens_per_s / b.tokens_per_s if a and b and b.tokens_per_s else None,
+            times,
+            "{:.2f}x",
+        )
+    one, eight = (ours.level(1), ours.level(8)) if ours else (None, None)
+    check(
+        "p50 TTFT at 8 clients <= 3x at 1 client",
+        eight.ttft_p50 / one.ttft_p50
+        if one and eight and one.ttft_p50 and eight.ttft_p50
+        else None,
+        3.0,
+        "{:.2f}x",
+        most=True,
+    )
+    p = ours.prefix if ours else None
+    check(
+        "2nd-turn TTFT >= 3x lower than cold (prefix reuse)",
+        p.speedup if p else None,
+        3.0,
+        "{:.1f}x",
+    )
+    if p is not None:
+        reused = [c or 0 for c in p.cached_tokens]
+        ok = bool(reused) and all(
+            c >= 0.9 * n for c, n in zip(reused, p.prompt_tokens, strict=False)
+        )
+        out.append(("cached_tokens reports the reused history", ", ".join(map(str, reused)), ok))
+    rss_a = ours.level(8).peak_rss_mb if ours and ours.level(8) else None  # type: ignore[union-attr]
+    rss_b = theirs.level(8).peak_rss_mb if theirs and theirs.level(8) else None  # type: ignore[union-attr]
+    check(
+        "peak RSS at 8 clients <= 1.5x llama-cpp-python's",
+        rss_a / rss_b if rss_a and rss_b else None,
+        1.5,
+        "{:.2f}x",
+        most=True,
+    )
+    return out
+
+
+def targets_table(report: CompareReport) -> str:
+    rows = ["| target | measured | met |", "|---|---:|---|"]
+    for what, value, met in targets(report):
+        rows.append(f"| {what} | {value} | {'-' if met is None else ('yes' if met else 'NO')} |")
+    return "\n".join(rows)
+
+
+def compare_text(report: CompareReport) -> str:
+    m = report.machine
+    o = report.options
+    parts = [
+        f"# Benchmark {report.started}, {report.duration_s:.0f} s",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['system']}; Python {m['python']}, "
+        f"llama-cpp-python {m['llama_cpp_python']}; load average at start "
+        f"{', '.join(map(str, m['load_average_at_start']))}.",
+        f"Model {o.model_path.name}; {o.threads} threads; context {o.context_size} per sequence; "
+        f"batch {o.batch_size}; our parallel slots {o.parallel}; chat, max_tokens "
+        f"{report.config.max_tokens}, temperature 0; output tokens counted with the model's "
+        "tokenizer for both servers.",
+        "",
+        "## Side by side",
+        "",
+        compare_table(report),
+        "",
+        "## Raw batched decode (no HTTP) against our server",
+        "",
+        raw_table(report),
+        "",
+    ]
+    for r in report.servers.values():
+        parts += [server_text(r), ""]
+    parts += ["## Targets", "", targets_table(report), ""]
+    return "\n".join(parts)
+
+
+def to_json(obj: Any) -> Any:
+    """Plain data for `--json`: dataclasses as dicts, paths as strings, records summarised."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if hasattr(obj, "speedup"):  # the prefix scenario: add its summary
+            out |= {
+                "cold_ttft_p50": obj.ttft_p50("cold"),
+                "warm_ttft_p50": obj.ttft_p50("warm"),
+                "speedup": obj.speedup,
+            }
+        if hasattr(obj, "tokens_per_s") and hasattr(obj, "n_seq"):
+            out["tokens_per_s"] = obj.tokens_per_s
+            out["cpu_ms_per_token"] = obj.cpu_ms_per_token
+        if isinstance(obj, CompareReport):
+            out["targets"] = [{"target": t, "measured": v, "met": m} for t, v, m in targets(obj)]
+        return out
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def plot(report: CompareReport, path: Path) -> None:
+    """Tokens/s and p50 TTFT against concurrency for both servers, raw ceilings as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for name, style in ((OURS, "o-"), (THEIRS, "s--")):
+        r = report.servers.get(name)
+        if r is None:
+            continue
+        xs = [lv.concurrency for lv in r.levels]
+        ax1.plot(xs, [lv.tokens_per_s for lv in r.levels], style, label=name)
+        ax2.plot(xs, [(lv.ttft_p50 or 0) * 1000 for lv in r.levels], style, label=name)
+    if report.raw:
+        ax1.plot(
+            [r.n_seq for r in report.raw],
+            [r.tokens_per_s for r in report.raw],
+            "k^",
+            label="raw batched decode",
+        )
+    ax1.set(xlabel="concurrent clients", ylabel="output tokens/s", title="Aggregate throughput")
+    ax2.set(xlabel="concurrent clients", ylabel="ms", title="Time to first token (p50)")
+    ax2.set_yscale("log")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(report.config.levels), [str(c) for c in report.config.levels])
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

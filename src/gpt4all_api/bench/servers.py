@@ -1,0 +1,220 @@
+"""Servers started by `bench --compare`: ours and llama-cpp-python's, on free loopback ports,
+and a sampler of their memory (peak RSS of the process tree)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What both servers are given alike."""
+
+    model_path: Path
+    threads: int
+    context_size: int = 2048  # per sequence
+    batch_size: int = 512
+    parallel: int = 8  # ours only: llama-cpp-python's server decodes one request at a time
+    extra_args: tuple[str, ...] = ()  # more flags for our server (tuning runs)
+
+
+def ours_command(opts: ServerOptions, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gpt4all_api",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--models-dir",
+        str(opts.model_path.parent),
+        "--model",
+        opts.model_path.name,
+        "--threads",
+        str(opts.threads),
+        "--context-size",
+        str(opts.context_size),
+        "--parallel",
+        str(opts.parallel),
+        "--batch-size",
+        str(opts.batch_size),
+        "--log-level",
+        "warning",
+        *opts.extra_args,
+    ]
+
+
+def llama_cpp_command(opts: ServerOptions, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(opts.model_path),
+        "--model_alias",
+        opts.model_path.name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_threads",
+        str(opts.threads),
+        "--n_threads_batch",
+        str(opts.threads),
+        "--n_ctx",
+        str(opts.context_size),
+        "--n_batch",
+        str(opts.batch_size),
+        "--n_ubatch",
+        str(opts.batch_size),
+        "--interrupt_requests",
+        "False",
+        "--verbose",
+        "False",
+    ]
+
+
+@dataclass
+class ManagedServer:
+    """A server subprocess logging to a file; ready once `GET /v1/models` answers 200."""
+
+    name: str
+    command: list[str]
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 180.0) -> ManagedServer:
+        log = self.log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_path.parent
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
+            try:
+                r = httpx.get(self.base_url + "/models", timeout=2, trust_env=False)
+                if r.status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer within {timeout:.0f}s:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> ManagedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class RssSampler:
+    """Samples the resident memory of a process and its children in a background thread."""
+
+    pid: int
+    interval: float = 0.1
+    peak_bytes: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    cpu_at_reset: float = 0.0
+
+    def _procs(self) -> list[Any]:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def sample(self) -> int:
+        import psutil
+
+        total = 0
+        for p in self._procs():
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        self.peak_bytes = max(self.peak_bytes, total)
+        return total
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process tree has used so far."""
+        import psutil
+
+        total = 0.0
+        for p in self._procs():
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def reset(self) -> None:
+        """Start a new measurement: peak RSS from now, CPU time counted from now."""
+        self.peak_bytes = 0
+        self.sample()
+        self.cpu_at_reset = self.cpu_seconds()
+
+    def cpu_since_reset(self) -> float:
+        return self.cpu_seconds() - self.cpu_at_reset
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
