@@ -182,7 +182,7 @@ def _download(
     total = entry.filesize
     if total is not None and f.tell() > total:
         log.warning("%s is larger than the catalog says; starting again", partial.name)
-        f.truncate(0)
+        _restart(f)
     have = f.tell()
     if have:
         log.info("resuming %s from byte %d", entry.filename, have)
@@ -197,7 +197,7 @@ def _download(
             with client.stream("GET", entry.url, headers=headers) as r:
                 if r.status_code == 416 and start:
                     log.warning("%s: the server refused our range; starting again", entry.filename)
-                    f.truncate(0)
+                    _restart(f)
                     failures += 1
                     if failures > MAX_RETRIES:
                         raise DownloadFailed(f"{entry.url} keeps refusing byte ranges")
@@ -211,7 +211,7 @@ def _download(
                     )
                 if start and not _resumes_at(r, start):
                     log.warning("%s: the server ignored our range; starting again", entry.filename)
-                    f.truncate(0)
+                    _restart(f)
                 if total is None:
                     total = _length(r, f.tell())
                 for chunk in r.iter_bytes(CHUNK):
@@ -242,6 +242,12 @@ def _download(
             f.close()
             partial.unlink(missing_ok=True)
             raise
+
+
+def _restart(f: IO[bytes]) -> None:
+    """Throw away what the partial file holds."""
+    f.truncate(0)
+    f.seek(0)
 
 
 def _resumes_at(r: httpx.Response, start: int) -> bool:
