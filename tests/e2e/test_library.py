@@ -364,6 +364,7 @@ def test_chat_with_a_catalog_model_not_downloaded_says_how(lib: ServerProcess) -
 # -- a server restart in the middle of a download ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_after_a_server_restart(tmp_path: Path, upstream: CatalogServer) -> None:
     upstream.rate = 8_000_000
     first = start_server(tmp_path, upstream.catalog_url)
@@ -448,6 +449,7 @@ def test_not_enough_disk_space(two_models: ServerProcess) -> None:
     assert sorted(p.name for p in two_models.models_dir.iterdir() if "smol" in p.name) == []
 
 
+@pytest.mark.slow
 def test_memory_budget_unloads_to_make_room(
     tmp_path: Path, embedded_model: Path, upstream: CatalogServer
 ) -> None:
@@ -498,6 +500,7 @@ def test_idle_models_unload_after_keep_alive(short_lived: ServerProcess) -> None
     assert chat(base, "a").status_code == 200  # loads again on demand
 
 
+@pytest.mark.slow
 def test_keep_alive_per_request(short_lived: ServerProcess) -> None:
     base = short_lived.base_url
     assert chat(base, "a", keep_alive=-1).status_code == 200
@@ -537,6 +540,7 @@ def run_cli(models: Path, catalog_url: str, *args: str) -> tuple[int, str, str]:
     return p.returncode, out, err
 
 
+@pytest.mark.slow
 def test_cli_pull_interrupted_then_resumed(tmp_path: Path, upstream: CatalogServer) -> None:
     models = tmp_path / "models"
     partial = models / "incomplete-smol-test.gguf"
