@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .api import chat, completions, models, system, tokens
+from .api import chat, completions, models, system, tokens, web
 from .engine.scheduler import EngineConfig
 from .errors import APIError, InternalError, InvalidRequest, ModelNotFound, NotFound
 from .library.catalog import catalog_from
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     for module in (completions, chat, models, tokens, system):
         app.include_router(module.router)
+    app.include_router(web.router)  # the playground page at /
     return app
 
 

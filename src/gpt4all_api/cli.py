@@ -78,5 +78,58 @@ def serve(**flags: Any) -> None:
 main.add_command(models)
 main.add_command(bench)
 
+
+@main.command()
+@click.option("--model", help="Model to chat with (default: the server's default model).")
+@click.option("--url", help="A running server, e.g. http://127.0.0.1:8000 (default: in-process).")
+@click.option("--api-key", help="API key sent as 'Authorization: Bearer' to --url.")
+@click.option("--system", help="System prompt.")
+@click.option("--temperature", type=float, help="Sampling temperature.")
+@click.option("--max-tokens", type=int, help="Most tokens per reply.")
+@click.option(
+    "--models-dir",
+    type=click.Path(path_type=Path),
+    help="Folder of .gguf models (in-process only).",
+)
+def chat(
+    model: str | None,
+    url: str | None,
+    api_key: str | None,
+    system: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    models_dir: Path | None,
+) -> None:
+    """Chat in the terminal, streaming replies. /reset starts over, /quit or Ctrl-D leaves.
+
+    Without --url the model runs in this process (the first reply waits for it to load).
+    """
+    from .chat_cli import ChatClient, ChatError, ChatSession, LocalServer
+
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    params = {"temperature": temperature, "max_tokens": max_tokens}
+    params = {k: v for k, v in params.items() if v is not None}
+    local: LocalServer | None = None
+    try:
+        if url is None:
+            settings = _settings(default_model=model, models_dir=models_dir, log_level="warning")
+            local = LocalServer(settings)
+            click.echo("loading the model...", err=True)
+            local.start()
+            url = local.url
+        client = ChatClient(url, api_key=api_key)
+        try:
+            name = model or client.default_model()
+            click.echo(f"chatting with {name} ({client.base_url}); /help for commands", err=True)
+            ChatSession(client, model=model, system=system, params=params).run()
+        finally:
+            client.close()
+    except (ChatError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        if local is not None:
+            local.stop()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
