@@ -25,6 +25,8 @@ from .library.catalog import catalog_from
 from .library.download import DownloadManager
 from .library.registry import registry_from
 from .library.store import ModelStore
+from .metrics import Metrics
+from .middleware import REQUEST_ID_HEADER, install_middleware, request_id_of
 from .settings import Settings
 from .state import ServerState
 
@@ -37,6 +39,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         parallel=settings.parallel,
         batch_size=settings.batch_size,
         threads=settings.threads,
+        max_queue=settings.max_queue,
     )
 
 
@@ -89,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.server = state
     _install_error_handlers(app)
+    app.state.metrics = Metrics(state)
+    install_middleware(app, settings, app.state.metrics)
     for module in (completions, chat, models, tokens, system):
         app.include_router(module.router)
     app.include_router(web.router)  # the playground page at /
@@ -127,7 +132,9 @@ def _param_of(loc: tuple[Any, ...]) -> str | None:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+        return JSONResponse(
+            exc.body(request_id_of(request)), status_code=exc.status_code, headers=exc.headers()
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -148,7 +155,7 @@ def _install_error_handlers(app: FastAPI) -> None:
                 param=param,
                 code="invalid_value",
             )
-        return JSONResponse(err.body(), status_code=400)
+        return JSONResponse(err.body(request_id_of(request)), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -159,14 +166,19 @@ def _install_error_handlers(app: FastAPI) -> None:
             err.status_code = exc.status_code
             err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return JSONResponse(
-            err.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+            err.body(request_id_of(request)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         err = InternalError("internal server error")
-        return JSONResponse(err.body(), status_code=500)
+        rid = request_id_of(request)
+        return JSONResponse(
+            err.body(rid), status_code=500, headers={REQUEST_ID_HEADER: rid} if rid else None
+        )
 
 
 def __getattr__(name: str) -> Any:

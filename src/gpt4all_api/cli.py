@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,10 @@ from .settings import Settings
 def _settings(**overrides: Any) -> Settings:
     """Settings from flags that were given (None means: not given), then env, .env, defaults."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 @click.group()
@@ -46,12 +51,28 @@ def main() -> None:
     help="Refuse, or clip, a max_tokens that does not fit the context.",
 )
 @click.option("--log-level", help="debug, info, warning or error.")
+@click.option(
+    "--api-key", "api_keys", multiple=True, help="Require this API key (repeatable; API_KEYS)."
+)
+@click.option(
+    "--cors-origins", multiple=True, help="Allow this browser origin by CORS (repeatable, or a,b)."
+)
+@click.option("--max-body-size", type=int, help="Largest request body, in bytes (default 1 MiB).")
+@click.option("--max-queue", type=int, help="Requests waiting per model before 503 (0: no limit).")
+@click.option("--max-tokens-limit", type=int, help="Most tokens one request may generate.")
+@click.option("--request-timeout", type=float, help="Seconds a generation may take (0: no limit).")
+@click.option("--max-messages", type=int, help="Most messages in one chat request.")
+@click.option("--max-prompt-chars", type=int, help="Most characters of prompt in one request.")
+@click.option("--shutdown-grace", type=float, help="Seconds running requests get after SIGTERM.")
 def serve(**flags: Any) -> None:
     """Start the HTTP server."""
     import uvicorn
+    from sse_starlette.sse import AppStatus
 
     from .app import create_app
 
+    for name in ("api_keys", "cors_origins"):
+        flags[name] = list(flags[name]) or None  # repeatable flags: not given -> environment
     settings = _settings(**flags)
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -61,6 +82,11 @@ def serve(**flags: Any) -> None:
         app = create_app(settings)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
+    # On SIGTERM uvicorn stops accepting, lets running requests (streams too, rather than
+    # sse-starlette cutting them at once) finish within the grace period, then re-raises the
+    # signal once it is done: end with status 0 then.
+    AppStatus.disable_automatic_graceful_drain()
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     click.echo(
         f"gpt4all-api on http://{settings.host}:{settings.port}/v1 "
         f"(default model: {app.state.server.default_model})",
@@ -71,7 +97,8 @@ def serve(**flags: Any) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        access_log=False,  # the app writes its own access line (with request id and tokens)
+        timeout_graceful_shutdown=settings.shutdown_grace,
     )
 
 

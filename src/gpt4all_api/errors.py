@@ -15,7 +15,8 @@ APIError
 ├── InternalError (500)
 ├── DownloadFailed (502)
 │   └── ChecksumMismatch
-└── InsufficientStorage (507)
+├── InsufficientStorage (507)
+└── RequestTimeout (504)
 """
 
 from __future__ import annotations
@@ -143,3 +144,11 @@ class InsufficientStorage(APIError):
     status_code = 507
     type = "server_error"
     code = "insufficient_storage"
+
+
+class RequestTimeout(APIError):
+    """A generation ran past the server's per-request time limit and was stopped."""
+
+    status_code = 504
+    type = "server_error"
+    code = "request_timeout"

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def gpt4all_models_dir() -> Path:
@@ -134,6 +135,70 @@ class Settings(BaseSettings):
         validation_alias=_env("keep_alive"),
         description="Seconds an idle model stays loaded; negative keeps it loaded forever.",
     )
+
+    # -- security, limits and operations ---------------------------------------------------
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("api_keys", "API_KEYS"),
+        description="Keys accepted as `Authorization: Bearer <key>` (comma-separated); none: open.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("cors_origins"),
+        description="Browser origins allowed by CORS (comma-separated, `*` for any); none: off.",
+    )
+    max_body_size: int = Field(
+        1024 * 1024,
+        ge=1024,
+        validation_alias=_env("max_body_size"),
+        description="Largest request body in bytes (413 past it).",
+    )
+    max_queue: int = Field(
+        64,
+        ge=0,
+        validation_alias=_env("max_queue"),
+        description="Requests that may wait for a slot per model (503 past it); 0: no limit.",
+    )
+    max_tokens_limit: int | None = Field(
+        None,
+        ge=1,
+        validation_alias=_env("max_tokens_limit"),
+        description="Most tokens one choice may generate (400 past it); none: the context.",
+    )
+    request_timeout: float = Field(
+        300.0,
+        ge=0,
+        validation_alias=_env("request_timeout"),
+        description="Seconds a generation request may run in all (queue included); 0: no limit.",
+    )
+    max_messages: int = Field(
+        1000,
+        ge=1,
+        validation_alias=_env("max_messages"),
+        description="Most messages in one chat request.",
+    )
+    max_prompt_chars: int = Field(
+        200_000,
+        ge=1,
+        validation_alias=_env("max_prompt_chars"),
+        description="Most characters in one request's messages (chat) or prompts (completions).",
+    )
+    shutdown_grace: float = Field(
+        30.0,
+        ge=0,
+        validation_alias=_env("shutdown_grace"),
+        description="Seconds running requests get to finish after SIGTERM.",
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        """`a,b` (environment) or `["a", "b,c"]` (repeated flags) -> `["a", "b", "c"]`."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return [p.strip() for v in value for p in str(v).split(",") if p.strip()]
+        return value
 
     @field_validator("models_dir", mode="before")
     @classmethod

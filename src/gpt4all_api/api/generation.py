@@ -18,6 +18,7 @@ from ..engine.request import ErrorEvent, Event, FinishEvent, GenerationRequest, 
 from ..engine.sampling import SamplingParams
 from ..errors import ContextLengthExceeded, InvalidRequest, UnknownParameter, UnsupportedParameter
 from ..library.registry import Loaded, parse_keep_alive
+from ..middleware import request_trace
 from ..protocol.common import SamplingFields
 from ..state import ServerState
 
@@ -114,8 +115,9 @@ def budget(
             f"{prompt_len} tokens. Please reduce the length of the prompt.",
             param=prompt_param,
         )
+    ceiling = state.settings.max_tokens_limit or room  # larger asks were refused (middleware)
     if asked is None:
-        return room
+        return min(room, ceiling)
     if asked > room and state.settings.strict_max_tokens:
         raise ContextLengthExceeded(
             f"This model's maximum context length is {n_ctx} tokens. However, you requested "
@@ -123,7 +125,7 @@ def budget(
             "completion). Please reduce the prompt or the completion length.",
             param=max_param,
         )
-    return min(asked, room)
+    return min(asked, room, ceiling)
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Run:
         self.id = ""
         self.created = int(time.time())
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.trace = request_trace(loaded.entry.id)  # the HTTP request's deadline and timings
         loop = asyncio.get_running_loop()
         self.handles = [
             loaded.engine.submit(r, loop, self.queue, index=i) for i, r in enumerate(requests)
@@ -155,7 +158,7 @@ class Run:
         """Events of every choice, as they come, until all are finished. Raises on error."""
         try:
             while self._open:
-                ev = await self.queue.get()
+                ev = await self.trace.next_event(self.queue)
                 if isinstance(ev, ErrorEvent):
                     raise ev.error
                 if isinstance(ev, FinishEvent):

@@ -1,0 +1,145 @@
+"""Prometheus metrics (`GET /metrics`), kept in a registry of the app's own.
+
+Request metrics are counted by the request middleware as requests end. Engine metrics (queue,
+slots, KV cache, token totals) are read from each loaded model's `Engine.stats()` when scraped,
+so they cost nothing between scrapes. An engine's token totals start again from zero when its
+model is reloaded, which Prometheus treats as a counter reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .state import ServerState
+
+PREFIX = "gpt4all_api"
+
+
+class Traced(Protocol):
+    """What the middleware knows about a finished request (see `middleware.RequestTrace`)."""
+
+    started: float
+    model: str | None
+    first_token_at: float | None
+    finished_at: float | None
+    completion_tokens: int
+
+
+class Metrics:
+    """The app's metrics and the registry that holds them."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, state: ServerState):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "Time from a request's arrival to the end of its response.",
+            ["route"],
+            buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.in_progress = Gauge(
+            f"{PREFIX}_requests_in_progress", "HTTP requests being served.", registry=r
+        )
+        self.ttft = Histogram(
+            f"{PREFIX}_time_to_first_token_seconds",
+            "Time from a generation request's arrival to its first generated token.",
+            ["model"],
+            buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.tokens_per_second = Histogram(
+            f"{PREFIX}_generation_tokens_per_second",
+            "Tokens per second a request received after its first token.",
+            ["model"],
+            buckets=(1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 400),
+            registry=r,
+        )
+        r.register(EngineCollector(state))
+
+    def observe_request(
+        self, method: str, route: str, status: int, duration: float, trace: Traced
+    ) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.duration.labels(route).observe(duration)
+        if trace.first_token_at is None:
+            return
+        model = trace.model or ""
+        self.ttft.labels(model).observe(trace.first_token_at - trace.started)
+        if trace.finished_at is not None and trace.completion_tokens > 1:
+            elapsed = trace.finished_at - trace.first_token_at
+            if elapsed > 0:
+                rate = (trace.completion_tokens - 1) / elapsed
+                self.tokens_per_second.labels(model).observe(rate)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class EngineCollector(Collector):
+    """Reads every loaded model's engine statistics at scrape time."""
+
+    def __init__(self, state: ServerState):
+        self.state = state
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["model"])
+
+        def counter(name: str, doc: str) -> CounterMetricFamily:
+            return CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["model"])
+
+        loaded_models = GaugeMetricFamily(f"{PREFIX}_loaded_models", "Models loaded now.")
+        loaded = gauge("model_loaded", "1 for each loaded model.")
+        queue = gauge("queue_depth", "Requests waiting for a free slot.")
+        running = gauge("running_sequences", "Sequences being generated (busy slots).")
+        slots = gauge("slots", "Parallel sequence slots.")
+        kv_used = gauge("kv_cache_tokens", "Tokens held in the KV cache, all slots.")
+        kv_cap = gauge("kv_cache_capacity_tokens", "Tokens the KV cache holds at most.")
+        kv_ratio = gauge("kv_cache_usage_ratio", "KV cache tokens in use / capacity.")
+        prompt = counter("prompt_tokens", "Prompt tokens of admitted requests.")
+        cached = counter("cached_prompt_tokens", "Prompt tokens reused from the KV cache.")
+        generated = counter("generated_tokens", "Tokens generated.")
+        steps = counter("engine_steps", "llama_decode steps run by the engine.")
+        models = self.state.registry.loaded
+        loaded_models.add_metric([], len(models))
+        for name, entry in models.items():
+            s = entry.engine.stats()
+            capacity = s.slots * s.context_per_slot
+            loaded.add_metric([name], 1)
+            queue.add_metric([name], s.waiting)
+            running.add_metric([name], s.busy_slots)
+            slots.add_metric([name], s.slots)
+            kv_used.add_metric([name], s.kv_tokens)
+            kv_cap.add_metric([name], capacity)
+            kv_ratio.add_metric([name], s.kv_tokens / capacity if capacity else 0.0)
+            prompt.add_metric([name], s.prompt_tokens)
+            cached.add_metric([name], s.cached_prompt_tokens)
+            generated.add_metric([name], s.generated_tokens)
+            steps.add_metric([name], s.steps)
+        yield from (loaded_models, loaded, queue, running, slots, kv_used, kv_cap, kv_ratio)
+        yield from (prompt, cached, generated, steps)
