@@ -477,7 +477,7 @@ def short_lived(
     (home / "models").mkdir()
     shutil.copy(embedded_model, home / "models" / "a.gguf")
     dead = "http://127.0.0.1:9/models3.json"  # nothing listens there: offline
-    srv = start_server(home, dead, "--keep-alive", "2", "--parallel", "2")
+    srv = start_server(home, dead, "--keep-alive", "5", "--parallel", "2")
     yield srv
     srv.stop()
 
@@ -504,7 +504,7 @@ def test_idle_models_unload_after_keep_alive(short_lived: ServerProcess) -> None
 def test_keep_alive_per_request(short_lived: ServerProcess) -> None:
     base = short_lived.base_url
     assert chat(base, "a", keep_alive=-1).status_code == 200
-    time.sleep(5)
+    time.sleep(8)  # longer than the server's keep-alive
     assert models_by_id(base)["a.gguf"]["loaded"] is True
     assert chat(base, "a", keep_alive="0s").status_code == 200
     assert wait_unloaded(base, "a.gguf")
