@@ -125,5 +125,5 @@ def base_url(server: ServerProcess) -> str:
 def client(base_url: str):  # type: ignore[no-untyped-def]
     import openai
 
-    with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=120) as c:
+    with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=300) as c:
         yield c

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .api import chat, completions, models, system, tokens, web
+from .api import chat, completions, embeddings, models, system, tokens, web
 from .engine.scheduler import EngineConfig
 from .errors import APIError, InternalError, InvalidRequest, ModelNotFound, NotFound
 from .library.catalog import catalog_from
@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.state.metrics = Metrics(state)
     install_middleware(app, settings, app.state.metrics)
-    for module in (completions, chat, models, tokens, system):
+    for module in (completions, chat, embeddings, models, tokens, system):
         app.include_router(module.router)
     app.include_router(web.router)  # the playground page at /
     return app

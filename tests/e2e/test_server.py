@@ -13,6 +13,8 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 EMBEDDED = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# generous: the machines running the suite are small and shared
+HTTP = httpx.Client(timeout=300)
 GREEDY = {"temperature": 0}
 
 
@@ -53,7 +55,7 @@ def test_chat_completion(client: openai.OpenAI) -> None:
 
 
 def test_default_model_is_used_when_none_given(base_url: str) -> None:
-    r = httpx.post(
+    r = HTTP.post(
         base_url + "/chat/completions",
         json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
     )
@@ -102,11 +104,11 @@ def test_completion_and_tokenize_agree(client: openai.OpenAI, base_url: str) -> 
     assert r.usage.completion_tokens <= 16
     if c.finish_reason == "length":
         assert r.usage.completion_tokens == 16
-    tok = httpx.post(
+    tok = HTTP.post(
         base_url.removesuffix("/v1") + "/tokenize", json={"model": EMBEDDED, "content": prompt}
     ).json()
     assert r.usage.prompt_tokens == len(tok["tokens"])
-    back = httpx.post(
+    back = HTTP.post(
         base_url.removesuffix("/v1") + "/detokenize",
         json={"model": EMBEDDED, "tokens": tok["tokens"]},
     ).json()
@@ -128,7 +130,7 @@ def test_completion_stream(client: openai.OpenAI) -> None:
 
 
 def test_prompt_forms(client: openai.OpenAI, base_url: str) -> None:
-    tokens = httpx.post(
+    tokens = HTTP.post(
         base_url.removesuffix("/v1") + "/tokenize",
         json={"model": EMBEDDED, "content": "Hello there"},
     ).json()["tokens"]
@@ -142,7 +144,7 @@ def test_prompt_forms(client: openai.OpenAI, base_url: str) -> None:
     )
     assert [c.index for c in many.choices] == [0, 1]
     assert many.choices[0].text == as_text.choices[0].text
-    other = httpx.post(
+    other = HTTP.post(
         base_url.removesuffix("/v1") + "/tokenize", json={"model": EMBEDDED, "content": "1, 2, 3,"}
     ).json()["tokens"]
     assert many.usage.prompt_tokens == len(tokens) + len(other)
@@ -156,8 +158,8 @@ def test_prompt_template_wraps_the_prompt(base_url: str) -> None:
         "temperature": 0,
         "prompt_template": "The capital of France is %1",
     }
-    r = httpx.post(base_url + "/completions", json=body).json()
-    plain = httpx.post(
+    r = HTTP.post(base_url + "/completions", json=body).json()
+    plain = HTTP.post(
         base_url + "/completions",
         json={**body, "prompt": "The capital of France is Paris", "prompt_template": "%1"},
     ).json()
@@ -247,7 +249,7 @@ def test_disconnected_stream_frees_its_slot(base_url: str) -> None:
         "temperature": 0.8,
         "seed": 1,
     }
-    with httpx.Client(timeout=60) as h:
+    with httpx.Client(timeout=300) as h:
         for _ in range(3):
             with h.stream("POST", base_url + "/chat/completions", json=body) as resp:
                 assert resp.status_code == 200
@@ -258,7 +260,7 @@ def test_disconnected_stream_frees_its_slot(base_url: str) -> None:
                     if lines >= 5:
                         break
             # closing the response drops the connection mid-stream
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             s = h.get(root + "/v1/stats").json()["models"][EMBEDDED]
             if s["busy_slots"] == 0 and s["waiting"] == 0:
@@ -272,7 +274,7 @@ def test_second_local_model_and_reload(client: openai.OpenAI, base_url: str) -> 
         model="smollm2-copy", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
     )
     assert r.model == "smollm2-copy.gguf"
-    models = {m["id"]: m for m in httpx.get(base_url + "/models").json()["data"]}
+    models = {m["id"]: m for m in HTTP.get(base_url + "/models").json()["data"]}
     assert models["smollm2-copy.gguf"]["loaded"] is True
     r2 = client.chat.completions.create(
         model="smollm2-copy",
@@ -287,7 +289,7 @@ def test_second_local_model_and_reload(client: openai.OpenAI, base_url: str) -> 
 
 
 def _post(base_url: str, path: str, body: object, **kw: object) -> httpx.Response:
-    return httpx.post(base_url + path, json=body, timeout=60, **kw)  # type: ignore[arg-type]
+    return HTTP.post(base_url + path, json=body, **kw)  # type: ignore[arg-type]
 
 
 def _error(r: httpx.Response, status: int) -> dict:
@@ -349,7 +351,7 @@ def test_empty_prompt(base_url: str) -> None:
 
 
 def test_malformed_json(base_url: str) -> None:
-    r = httpx.post(
+    r = HTTP.post(
         base_url + "/chat/completions",
         content=b'{"messages": [',
         headers={"content-type": "application/json"},
@@ -361,9 +363,9 @@ def test_malformed_json(base_url: str) -> None:
 def test_context_length_exceeded_gives_the_numbers(base_url: str) -> None:
     long_prompt = "hello " * 3000
     n = len(
-        httpx.post(
-            base_url.removesuffix("/v1") + "/tokenize", json={"content": long_prompt}
-        ).json()["tokens"]
+        HTTP.post(base_url.removesuffix("/v1") + "/tokenize", json={"content": long_prompt}).json()[
+            "tokens"
+        ]
     )
     err = _error(_post(base_url, "/completions", {"prompt": long_prompt}), 400)
     assert err["code"] == "context_length_exceeded" and err["param"] == "prompt"
@@ -386,9 +388,18 @@ def test_unsupported_values_are_refused_by_name_and_neutral_ones_accepted(
         "store": False,
     }
     assert _post(base_url, "/chat/completions", neutral).status_code == 200
-    for field_, value in [("tools", [{"type": "function", "function": {"name": "f"}}])]:
+    for field_, value in [
+        ("store", True),
+        ("audio", {"voice": "alloy", "format": "wav"}),
+        ("modalities", ["text", "audio"]),
+        ("prediction", {"type": "content", "content": "x"}),
+        ("web_search_options", {}),
+        ("reasoning_effort", "high"),
+        ("service_tier", "flex"),
+    ]:
         err = _error(_post(base_url, "/chat/completions", {**neutral, field_: value}), 400)
         assert err["param"] == field_
+        assert err["code"] == "unsupported_parameter"
 
 
 def test_image_parts_are_refused(base_url: str) -> None:
@@ -408,12 +419,12 @@ def test_image_parts_are_refused(base_url: str) -> None:
 
 
 def test_unknown_route_is_openai_style_404(base_url: str) -> None:
-    _error(httpx.get(base_url + "/nothing-here"), 404)
+    _error(HTTP.get(base_url + "/nothing-here"), 404)
 
 
 def test_stream_error_after_start_is_an_error_chunk(base_url: str) -> None:
     # A stream that begins fine always ends with [DONE]; errors before it starts are plain 4xx.
-    with httpx.stream(
+    with HTTP.stream(
         "POST",
         base_url + "/chat/completions",
         json={

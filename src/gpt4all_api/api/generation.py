@@ -14,7 +14,15 @@ from typing import Any
 
 from fastapi import Request
 
-from ..engine.request import ErrorEvent, Event, FinishEvent, GenerationRequest, TextEvent
+from ..engine.request import (
+    ErrorEvent,
+    Event,
+    FinishEvent,
+    GenerationRequest,
+    PromptLogprobsEvent,
+    TextEvent,
+    TokenLogprob,
+)
 from ..engine.sampling import SamplingParams
 from ..errors import ContextLengthExceeded, InvalidRequest, UnknownParameter, UnsupportedParameter
 from ..library.registry import Loaded, parse_keep_alive
@@ -50,7 +58,9 @@ async def load_model(state: ServerState, req: SamplingFields) -> Loaded:
     return await state.registry.get(name, reload=bool(req.reload), keep_alive=keep_alive)
 
 
-def sampling_params(req: SamplingFields, loaded: Loaded) -> SamplingParams:
+def sampling_params(
+    req: SamplingFields, loaded: Loaded, grammar: str | None = None
+) -> SamplingParams:
     base = SamplingParams()
     logit_bias: dict[int, float] = {}
     for key, bias in (req.logit_bias or {}).items():
@@ -85,6 +95,7 @@ def sampling_params(req: SamplingFields, loaded: Loaded) -> SamplingParams:
         frequency_penalty=pick(req.frequency_penalty, base.frequency_penalty),
         seed=req.seed,
         logit_bias=logit_bias,
+        grammar=grammar,
     )
 
 
@@ -131,15 +142,20 @@ def budget(
 @dataclass
 class Choice:
     index: int
+    prompt_index: int  # which prompt (of a completions request with several) it answers
     text: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: tuple[TokenLogprob | None, ...] | None = None
 
 
 class Run:
-    """A set of engine requests answering one HTTP request (one per prompt / choice)."""
+    """The engine requests answering one HTTP request: one per prompt, each with `n` choices.
+
+    Choice indexes run prompt by prompt: prompt p's choices are `p * n ... p * n + n - 1`."""
 
     def __init__(self, loaded: Loaded, requests: list[GenerationRequest]):
         self.loaded = loaded
@@ -148,11 +164,18 @@ class Run:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.trace = request_trace(loaded.entry.id)  # the HTTP request's deadline and timings
         loop = asyncio.get_running_loop()
-        self.handles = [
-            loaded.engine.submit(r, loop, self.queue, index=i) for i, r in enumerate(requests)
-        ]
-        self.choices = [Choice(index=i) for i in range(len(requests))]
-        self._open = len(requests)
+        self.handles = []
+        self.choices: list[Choice] = []
+        try:
+            for p, r in enumerate(requests):
+                base = len(self.choices)
+                self.choices += [Choice(index=base + j, prompt_index=p) for j in range(r.n)]
+                self.handles.append(loaded.engine.submit(r, loop, self.queue, index=base))
+        except Exception:
+            self._open = len(self.choices)
+            self.cancel()
+            raise
+        self._open = len(self.choices)
 
     async def events(self) -> AsyncIterator[Event]:
         """Events of every choice, as they come, until all are finished. Raises on error."""
@@ -161,15 +184,19 @@ class Run:
                 ev = await self.trace.next_event(self.queue)
                 if isinstance(ev, ErrorEvent):
                     raise ev.error
-                if isinstance(ev, FinishEvent):
-                    c = self.choices[ev.index]
+                c = self.choices[ev.index]
+                if isinstance(ev, TextEvent):
+                    c.text.append(ev.text)
+                    if ev.logprob is not None:
+                        c.logprobs.append(ev.logprob)
+                elif isinstance(ev, FinishEvent):
                     c.finish_reason = ev.reason
                     c.prompt_tokens = ev.prompt_tokens
                     c.completion_tokens = ev.completion_tokens
                     c.cached_tokens = ev.cached_tokens
                     self._open -= 1
-                elif isinstance(ev, TextEvent):
-                    self.choices[ev.index].text.append(ev.text)
+                elif isinstance(ev, PromptLogprobsEvent):
+                    c.prompt_logprobs = ev.entries
                 yield ev
         finally:
             self.cancel()
@@ -200,13 +227,16 @@ class Run:
             pass
 
     def usage(self, state: ServerState, prompt_template: str | None) -> dict[str, Any]:
-        prompt = sum(c.prompt_tokens for c in self.choices)
+        """Token counts; a prompt evaluated once for `n` choices counts once."""
+        firsts = {c.prompt_index: c for c in reversed(self.choices)}.values()
+        prompt = sum(c.prompt_tokens for c in firsts)
         completion = sum(c.completion_tokens for c in self.choices)
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": sum(c.cached_tokens for c in self.choices)},
+            "prompt_tokens_details": {"cached_tokens": sum(c.cached_tokens for c in firsts)},
+            "completion_tokens_details": {"reasoning_tokens": 0},
             "thread_count": state.settings.threads,
             "prompt_template": prompt_template,
         }

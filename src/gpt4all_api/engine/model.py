@@ -170,6 +170,15 @@ class Model:
             "utf-8", "replace"
         )
 
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        """(prefix, suffix, middle) token ids when the model does fill-in-the-middle."""
+        ids = (
+            lc.llama_vocab_fim_pre(self.vocab),
+            lc.llama_vocab_fim_suf(self.vocab),
+            lc.llama_vocab_fim_mid(self.vocab),
+        )
+        return None if min(ids) < 0 else ids
+
     def is_eog(self, token: int) -> bool:
         return bool(lc.llama_vocab_is_eog(self.vocab, token))
 

@@ -24,15 +24,36 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     prompt_chunk: int = 128
+    n: int = 1  # choices sampled from one evaluation of the prompt
+    logprobs: int | None = None  # None: none; k: the chosen token's and the top k alternatives'
+    echo_logprobs: bool = False  # also score every prompt token
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class TextEvent:
-    """New text for choice `index` (may be empty when the token's bytes are incomplete)."""
+    """New text for choice `index` (may be empty when the token's bytes are incomplete).
+
+    `token` is -1 for text flushed at the end that belongs to no new token."""
 
     index: int
     text: str
     token: int
+    logprob: TokenLogprob | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptLogprobsEvent:
+    """Scores of the prompt's tokens (the first has none), sent before any text."""
+
+    index: int
+    entries: tuple[TokenLogprob | None, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +70,7 @@ class ErrorEvent:
     error: APIError
 
 
-Event = TextEvent | FinishEvent | ErrorEvent
+Event = TextEvent | FinishEvent | ErrorEvent | PromptLogprobsEvent
 
 
 class RequestHandle:
@@ -64,7 +85,7 @@ class RequestHandle:
     ):
         self.id = next(_ids)
         self.request = request
-        self.index = index  # the choice this request produces
+        self.index = index  # the first choice this request produces (n in all)
         self.queue: asyncio.Queue[Event] = queue if queue is not None else asyncio.Queue()
         self._loop = loop
         self.cancelled = threading.Event()

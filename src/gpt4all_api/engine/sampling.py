@@ -6,6 +6,7 @@ All per-token work happens inside llama.cpp: the chain transforms and samples th
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -29,6 +30,17 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+    @property
+    def uses_penalties(self) -> bool:
+        return (
+            self.repeat_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
+        )
+
+    def with_seed(self, seed: int) -> SamplingParams:
+        return dataclasses.replace(self, seed=seed & 0xFFFFFFFF)
 
 
 class SamplerChain:
@@ -54,11 +66,7 @@ class SamplerChain:
                 lc.llama_sampler_free(self.ptr)
                 raise ValueError("llama.cpp rejected the grammar")
             add(self._grammar)
-        if (
-            params.repeat_penalty != 1.0
-            or params.presence_penalty != 0.0
-            or params.frequency_penalty != 0.0
-        ):
+        if params.uses_penalties:
             last_n = params.repeat_last_n if params.repeat_last_n >= 0 else -1
             add(
                 lc.llama_sampler_init_penalties(

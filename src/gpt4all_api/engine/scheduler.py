@@ -2,9 +2,10 @@
 
 Each step builds one `llama_batch` holding one token for every sequence that is generating plus
 prompt chunks of newly admitted ones, calls `llama_decode` once and samples each sequence with its
-own sampler chain. Requests wait in FIFO order for a free slot; a finished or cancelled request
+own sampler chain. Requests wait in FIFO order for free slots; a finished or cancelled request
 leaves its slot at once. A free slot keeps the tokens it holds in the KV cache so that a later
-request sharing a prefix (the next turn of a conversation) skips re-evaluating it.
+request sharing a prefix (the next turn of a conversation) skips re-evaluating it. A request for
+`n` choices evaluates its prompt once and copies that KV sequence to its other `n - 1` slots.
 """
 
 from __future__ import annotations
@@ -20,8 +21,17 @@ from dataclasses import dataclass, field
 import llama_cpp as lc
 
 from ..errors import APIError, EngineError, InvalidRequest, Overloaded
+from .logprobs import LogprobReader
 from .model import Model
-from .request import ErrorEvent, FinishEvent, GenerationRequest, RequestHandle, TextEvent
+from .request import (
+    ErrorEvent,
+    FinishEvent,
+    GenerationRequest,
+    PromptLogprobsEvent,
+    RequestHandle,
+    TextEvent,
+    TokenLogprob,
+)
 from .sampling import SamplerChain
 from .text import StopMatcher, TokenTextDecoder
 
@@ -45,26 +55,33 @@ class EngineConfig:
     max_queue: int = 0  # 0: unbounded
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
+    """One sequence being generated: one choice of one request."""
+
     handle: RequestHandle
+    index: int
     prompt: list[int]
     chain: SamplerChain
     stops: StopMatcher
     decoder: TokenTextDecoder = field(default_factory=TokenTextDecoder)
     slot: _Slot | None = None
+    leader: _Job | None = None  # for choices 2..n: the job whose prompt KV they copy
+    followers: list[_Job] = field(default_factory=list)
     pending: int | None = None  # sampled, not yet decoded
     n_generated: int = 0
     cached_tokens: int = 0
     batch_index: int = -1
-    admitted_at: float = 0.0
+    prompt_scores: list[TokenLogprob | None] = field(default_factory=list)
+    history: collections.deque[int] | None = None  # penalty window, kept for logprobs
+    done: bool = False
 
     @property
     def request(self) -> GenerationRequest:
         return self.handle.request
 
 
-@dataclass
+@dataclass(eq=False)
 class _Slot:
     seq_id: int
     cached: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
@@ -79,6 +96,7 @@ class EngineStats:
     waiting: int
     context_per_slot: int
     kv_tokens: int
+    kv_capacity: int
     steps: int
     generated_tokens: int
     prompt_tokens: int
@@ -109,9 +127,10 @@ class Engine:
         self.n_batch = lc.llama_n_batch(self._ctx)
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        self._logprobs = LogprobReader(self._ctx, model.n_vocab)
         self._slots = [_Slot(seq_id=i) for i in range(config.parallel)]
         self._commands: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
-        self._waiting: collections.deque[_Job] = collections.deque()
+        self._waiting: collections.deque[list[_Job]] = collections.deque()
         self._active: list[_Job] = []
         self._closing = False
         self.crashed = False
@@ -129,6 +148,10 @@ class Engine:
     def alive(self) -> bool:
         return not self._closing and self._thread.is_alive()
 
+    @property
+    def parallel(self) -> int:
+        return len(self._slots)
+
     def submit(
         self,
         request: GenerationRequest,
@@ -143,6 +166,11 @@ class Engine:
                 f"the prompt has {len(request.prompt_tokens)} tokens; the context holds "
                 f"{self.n_ctx_seq}",
                 code="context_length_exceeded",
+            )
+        if request.n > len(self._slots):
+            raise InvalidRequest(
+                f"n={request.n} is more than this server's {len(self._slots)} parallel slots",
+                param="n",
             )
         if self.config.max_queue and len(self._waiting) >= self.config.max_queue:
             raise Overloaded("too many requests are waiting; retry shortly", retry_after=1)
@@ -175,6 +203,7 @@ class Engine:
             waiting=len(self._waiting),
             context_per_slot=self.n_ctx_seq,
             kv_tokens=sum(len(s.cached) for s in self._slots),
+            kv_capacity=self.n_ctx_seq * len(self._slots),
             steps=self._steps,
             generated_tokens=self._generated,
             prompt_tokens=self._prompt_total,
@@ -197,10 +226,10 @@ class Engine:
             log.exception("engine %s crashed", self.name)
             self._closing = True
             self.crashed = True
-            for job in [*self._active, *self._waiting]:
+            for job in [*self._active, *(g[0] for g in self._waiting)]:
                 job.handle.push(ErrorEvent(EngineError("the engine failed; see the server log")))
         finally:
-            for job in [*self._active, *self._waiting]:
+            for job in [*self._active, *(j for g in self._waiting for j in g)]:
                 self._release(job)
             self._free()
 
@@ -216,76 +245,113 @@ class Engine:
                 if not arg.cancelled.is_set():
                     try:
                         self._enqueue(arg)
+                    except APIError as exc:
+                        arg.push(ErrorEvent(exc))
                     except Exception:
                         log.exception("could not start a request")
                         arg.push(ErrorEvent(EngineError("could not start the request")))
             elif kind == "cancel":
-                self._cancel(arg)  # type: ignore[arg-type]
+                assert isinstance(arg, RequestHandle)
+                self._cancel(arg)
             elif kind == "close":
                 self._closing = True
                 if not arg:
                     for job in list(self._active):
                         self._finish(job, None)
-                    for job in self._waiting:
-                        job.handle.push(ErrorEvent(Overloaded("the server is shutting down")))
-                        job.chain.free()
+                    for group in self._waiting:
+                        group[0].handle.push(ErrorEvent(Overloaded("the server is shutting down")))
+                        for job in group:
+                            job.chain.free()
                     self._waiting.clear()
 
     def _enqueue(self, handle: RequestHandle) -> None:
         req = handle.request
+        group: list[_Job] = []
         try:
-            chain = SamplerChain(req.sampling, self.model.vocab, self.model.n_vocab)
-        except ValueError as exc:
-            handle.push(ErrorEvent(InvalidRequest(str(exc), param="response_format")))
-            return
-        if (
-            chain.params.repeat_penalty != 1.0
-            or chain.params.frequency_penalty
-            or (chain.params.presence_penalty)
-        ):
-            n = chain.params.repeat_last_n
-            chain.accept_history(req.prompt_tokens[-n:] if n > 0 else req.prompt_tokens)
-        self._waiting.append(
-            _Job(handle=handle, prompt=req.prompt_tokens, chain=chain, stops=StopMatcher(req.stop))
-        )
+            for j in range(req.n):
+                sampling = req.sampling
+                if j and sampling.seed is not None:  # distinct yet reproducible choices
+                    sampling = sampling.with_seed(sampling.seed + j)
+                try:
+                    chain = SamplerChain(sampling, self.model.vocab, self.model.n_vocab)
+                except ValueError as exc:
+                    raise InvalidRequest(str(exc), param="response_format") from exc
+                if sampling.uses_penalties:
+                    n = sampling.repeat_last_n
+                    chain.accept_history(req.prompt_tokens[-n:] if n > 0 else req.prompt_tokens)
+                job = _Job(
+                    handle=handle,
+                    index=handle.index + j,
+                    prompt=req.prompt_tokens,
+                    chain=chain,
+                    stops=StopMatcher(req.stop),
+                )
+                if req.logprobs is not None and sampling.uses_penalties:
+                    n = sampling.repeat_last_n
+                    job.history = collections.deque(
+                        req.prompt_tokens[-n:] if n > 0 else req.prompt_tokens,
+                        maxlen=n if n > 0 else None,
+                    )
+                group.append(job)
+        except Exception:
+            for job in group:
+                job.chain.free()
+            raise
+        for job in group[1:]:
+            job.leader = group[0]
+        group[0].followers = group[1:]
+        self._waiting.append(group)
 
     def _cancel(self, handle: RequestHandle) -> None:
-        for job in self._active:
-            if job.handle is handle:
-                self._finish(job, None)
-                return
-        for job in self._waiting:
-            if job.handle is handle:
-                self._waiting.remove(job)
-                job.chain.free()
-                return
+        for job in [j for j in self._active if j.handle is handle]:
+            self._finish(job, None)
+        for group in list(self._waiting):
+            if group[0].handle is handle:
+                self._waiting.remove(group)
+                for job in group:
+                    job.chain.free()
 
     def _admit(self) -> None:
         while self._waiting:
+            group = self._waiting[0]
             free = [s for s in self._slots if s.job is None]
-            if not free:
-                return
-            job = self._waiting.popleft()
-            prompt = job.prompt
+            if len(free) < len(group):
+                return  # FIFO: later requests wait behind this one
+            self._waiting.popleft()
+            leader = group[0]
+            prompt = leader.prompt
+            reuse = not leader.request.echo_logprobs  # scoring needs logits of every token
             # Prefer the slot already holding the longest prefix of this prompt, then the LRU one.
             best = max(
                 free,
-                key=lambda s: (common_prefix_len(s.cached, prompt), -s.last_used),
+                key=lambda s: (
+                    common_prefix_len(s.cached, prompt) if reuse else 0,
+                    -s.last_used,
+                ),
             )
-            keep = min(common_prefix_len(best.cached, prompt), len(prompt) - 1)
-            if keep < len(best.cached) and not lc.llama_memory_seq_rm(
-                self._mem, best.seq_id, keep, -1
-            ):
-                lc.llama_memory_seq_rm(self._mem, best.seq_id, -1, -1)
-                keep = 0
-            del best.cached[keep:]
-            best.job = job
-            job.slot = best
-            job.cached_tokens = keep
-            job.admitted_at = time.monotonic()
-            self._prompt_total += len(prompt)
-            self._cached_total += keep
-            self._active.append(job)
+            keep = common_prefix_len(best.cached, prompt) if reuse else 0
+            keep = min(keep, len(prompt) - 1)
+            self._trim(best, keep)
+            self._attach(leader, best, keep)
+            free.remove(best)
+            free.sort(key=lambda s: s.last_used)
+            for job, slot in zip(group[1:], free, strict=False):
+                self._attach(job, slot, 0)
+
+    def _trim(self, slot: _Slot, keep: int) -> None:
+        if keep < len(slot.cached) and not lc.llama_memory_seq_rm(self._mem, slot.seq_id, keep, -1):
+            lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+            keep = 0
+        del slot.cached[keep:]
+
+    def _attach(self, job: _Job, slot: _Slot, cached: int) -> None:
+        slot.job = job
+        job.slot = slot
+        job.cached_tokens = cached
+        if job.leader is None:
+            self._prompt_total += len(job.prompt)
+            self._cached_total += cached
+        self._active.append(job)
 
     def _step(self) -> None:
         batch = self._batch
@@ -301,17 +367,21 @@ class Engine:
                 job.batch_index = n
                 n += 1
         # ... then prompt chunks of those still prefilling, oldest first.
+        scored: list[tuple[_Job, int, int]] = []
         for job in self._active:
             if n >= self.n_batch:
                 break
-            if job.pending is not None:
+            if job.pending is not None or job.leader is not None:
                 continue
             slot = job.slot
             assert slot is not None
             start = len(slot.cached)
             take = min(self.n_batch - n, job.request.prompt_chunk, len(job.prompt) - start)
+            score = job.request.echo_logprobs
+            if score:
+                scored.append((job, n, start))
             for i in range(start, start + take):
-                self._put(n, job.prompt[i], i, slot.seq_id, False)
+                self._put(n, job.prompt[i], i, slot.seq_id, score)
                 n += 1
             slot.cached.extend(job.prompt[start : start + take])
             if start + take == len(job.prompt):
@@ -323,8 +393,12 @@ class Engine:
         if rc != 0:
             self._decode_failed(rc)
             return
-        for job in list(self._active):
-            if job.batch_index >= 0:
+        for job, first, start in scored:
+            self._score_prompt(job, first, start)
+        for job in [j for j in self._active if j.batch_index >= 0 and j.followers]:
+            self._start_followers(job)  # they sample from their leader's last prompt logits
+        for job in [j for j in self._active if j.batch_index >= 0]:
+            if not job.done:
                 self._on_logits(job)
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
@@ -335,6 +409,35 @@ class Engine:
         b.seq_id[i][0] = seq
         b.logits[i] = logits
 
+    def _score_prompt(self, job: _Job, first: int, start: int) -> None:
+        """Log-probabilities of each prompt token given the ones before it (for `echo`)."""
+        prompt = job.prompt
+        end = len(job.slot.cached) if job.slot else start
+        k = job.request.logprobs or 0
+        if start == 0:
+            job.prompt_scores.append(None)
+        for pos in range(start, min(end, len(prompt) - 1)):
+            job.prompt_scores.append(
+                self._logprobs.read(first + pos - start, prompt[pos + 1], k, job.chain.params)
+            )
+        if end >= len(prompt):
+            for j in [job, *job.followers]:
+                j.handle.push(PromptLogprobsEvent(j.index, tuple(job.prompt_scores)))
+
+    def _start_followers(self, leader: _Job) -> None:
+        """The leader's prompt is in its KV: give each follower a copy and the same logits."""
+        assert leader.slot is not None
+        for f in leader.followers:
+            if f.done or f.slot is None:
+                continue
+            lc.llama_memory_seq_rm(self._mem, f.slot.seq_id, -1, -1)
+            lc.llama_memory_seq_cp(self._mem, leader.slot.seq_id, f.slot.seq_id, -1, -1)
+            f.slot.cached = list(leader.slot.cached)
+            f.cached_tokens = leader.cached_tokens
+            f.batch_index = leader.batch_index
+            f.leader = None
+        leader.followers = []
+
     def _on_logits(self, job: _Job) -> None:
         if job.request.max_tokens <= 0:
             self._finish(job, "length")
@@ -344,11 +447,18 @@ class Engine:
         if self.model.is_eog(token):
             self._finish(job, "stop")
             return
+        logprob = None
+        if job.request.logprobs is not None:
+            logprob = self._logprobs.read(
+                job.batch_index, token, job.request.logprobs, job.chain.params, job.history or ()
+            )
+            if job.history is not None:
+                job.history.append(token)
         job.n_generated += 1
         self._generated += 1
         text = job.decoder.feed(self.model.token_bytes(token))
         out, stopped = job.stops.feed(text) if text else ("", False)
-        if not handle.push(TextEvent(handle.index, out, token)):
+        if not handle.push(TextEvent(job.index, out, token, logprob)):
             self._finish(job, None)
             return
         if stopped:
@@ -369,10 +479,10 @@ class Engine:
                 if not stopped:
                     tail += job.stops.flush()
             if tail:
-                job.handle.push(TextEvent(job.handle.index, tail, -1))
+                job.handle.push(TextEvent(job.index, tail, -1))
             job.handle.push(
                 FinishEvent(
-                    index=job.handle.index,
+                    index=job.index,
                     reason=reason,
                     prompt_tokens=len(job.prompt),
                     completion_tokens=job.n_generated,
@@ -382,13 +492,20 @@ class Engine:
         self._release(job)
 
     def _release(self, job: _Job) -> None:
+        job.done = True
         if job in self._active:
             self._active.remove(job)
         slot = job.slot
         if slot is not None:
             slot.job = None
             slot.last_used = time.monotonic()
+            if job.leader is not None:  # a follower that never got its copy holds nothing valid
+                lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                slot.cached.clear()
             job.slot = None
+        for f in job.followers:  # followers cannot outlive a cancelled leader's prefill
+            if not f.done:
+                self._release(f)
         job.chain.free()
 
     def _decode_failed(self, rc: int) -> None:

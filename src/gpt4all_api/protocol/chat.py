@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidRequest, UnsupportedParameter
 from .common import SamplingFields, refuse_unless
+
+FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class TextPart(BaseModel):
@@ -21,11 +23,28 @@ class OtherPart(BaseModel):
     type: str
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: FunctionName
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart | OtherPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    function_call: FunctionCall | None = None
+    refusal: str | None = None
 
     def text(self, index: int) -> str:
         if self.content is None:
@@ -45,64 +64,195 @@ class ChatMessage(BaseModel):
         return "".join(parts)
 
 
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: FunctionName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: FunctionName
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
     audio: Any = None
-    function_call: Any = None
-    functions: list[Any] | None = None
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
+    functions: list[FunctionDefinition] | None = None
     logprobs: bool | None = False
     max_completion_tokens: int | None = Field(None, ge=0)
     metadata: dict[str, str] | None = None
     modalities: list[str] | None = None
     parallel_tool_calls: bool | None = None
     prediction: Any = None
+    prompt_cache_key: str | None = None
     reasoning_effort: str | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    safety_identifier: str | None = None
     service_tier: str | None = None
     store: bool | None = None
-    tool_choice: Any = None
-    tools: list[Any] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tools: list[ToolDefinition] | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    verbosity: str | None = None
     web_search_options: Any = None
 
     def check_supported(self) -> None:
-        refuse_unless(self.n, 1, "n")
-        refuse_unless(self.logprobs, False, "logprobs")
-        refuse_unless(self.top_logprobs, 0, "top_logprobs")
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
         refuse_unless(self.audio, (), "audio", "no audio output")
         if self.modalities not in (None, ["text"]):
             raise UnsupportedParameter("only the 'text' modality is supported", param="modalities")
         refuse_unless(self.prediction, (), "prediction")
         refuse_unless(self.web_search_options, (), "web_search_options", "no web search")
         refuse_unless(self.reasoning_effort, (), "reasoning_effort")
+        refuse_unless(self.verbosity, "medium", "verbosity")
         refuse_unless(self.service_tier, ("auto", "default"), "service_tier")
         refuse_unless(self.store, False, "store", "completions are not stored")
-        if self.response_format not in (None, {"type": "text"}):
-            raise UnsupportedParameter(
-                "'response_format' is not supported yet", param="response_format"
+        if self.tools is not None and self.functions is not None:
+            raise InvalidRequest(
+                "use either tools or the legacy functions, not both", param="functions"
             )
-        if self.tools:
-            raise UnsupportedParameter("'tools' is not supported yet", param="tools")
-        refuse_unless(self.tool_choice, "none", "tool_choice")
-        if self.functions:
-            raise UnsupportedParameter("'functions' is not supported yet", param="functions")
-        refuse_unless(self.function_call, "none", "function_call")
-        for i, m in enumerate(self.messages):
-            if m.role in ("tool", "function"):
-                raise UnsupportedParameter(
-                    f"messages with role '{m.role}' are not supported yet",
-                    param=f"messages[{i}].role",
-                )
+        rf = self.response_format
+        if (
+            rf is not None
+            and rf.type == "json_schema"
+            and (rf.json_schema is None or rf.json_schema.schema_ is None)
+        ):
+            raise InvalidRequest(
+                "json_schema response_format needs json_schema.schema",
+                param="response_format.json_schema",
+            )
+        names = {f.name for f in self.function_defs()}
+        wanted = self.named_tool()
+        if wanted is not None and wanted not in names:
+            raise InvalidRequest(
+                f"tool_choice names an unknown function '{wanted}'",
+                param="tool_choice" if self.tools else "function_call",
+            )
+        if self.tool_mode() in ("required", "named") and not names:
+            raise InvalidRequest(
+                "tool_choice asks for a tool call but no tools are given", param="tool_choice"
+            )
+        if self.tool_mode() in ("required", "named") and rf is not None and rf.type != "text":
+            raise InvalidRequest(
+                "a forced tool call cannot also have a response_format", param="response_format"
+            )
 
-    def plain_messages(self) -> list[dict[str, str]]:
-        """Messages as role/content dicts for templates (`developer` counts as `system`)."""
-        out = []
+    # -- tools --------------------------------------------------------------------------------
+
+    @property
+    def legacy_functions(self) -> bool:
+        return self.functions is not None
+
+    def function_defs(self) -> list[FunctionDefinition]:
+        if self.functions is not None:
+            return list(self.functions)
+        return [t.function for t in self.tools or []]
+
+    def named_tool(self) -> str | None:
+        choice = self.function_call if self.legacy_functions else self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            return choice.function.name
+        if isinstance(choice, NamedFunction):
+            return choice.name
+        return None
+
+    def tool_mode(self) -> str:
+        """`none`, `auto`, `required` or `named`."""
+        if not self.function_defs():
+            return "none"
+        if self.named_tool() is not None:
+            return "named"
+        choice = self.function_call if self.legacy_functions else self.tool_choice
+        return choice or "auto"  # type: ignore[return-value]
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def template_messages(self, native_tools: bool) -> list[dict[str, Any]]:
+        """Messages for the chat template. `developer` counts as `system`. Tool calls and tool
+        results pass through to templates that know them, else in the fallback text format."""
+        from ..api.tools import render_call_text  # the one format both directions share
+
+        out: list[dict[str, Any]] = []
         for i, m in enumerate(self.messages):
-            role = "system" if m.role == "developer" else m.role
             if m.model_extra:
                 name = next(iter(m.model_extra))
                 raise InvalidRequest(
                     f"Unrecognized field in message: '{name}'", param=f"messages[{i}].{name}"
                 )
-            out.append({"role": role, "content": m.text(i)})
+            text = m.text(i)
+            calls = list(m.tool_calls or [])
+            if m.function_call is not None:
+                calls.append(ToolCall(id=f"legacy_{i}", function=m.function_call))
+            if m.role in ("tool", "function"):
+                if native_tools:
+                    out.append(
+                        {
+                            "role": "tool",
+                            "content": text,
+                            "tool_call_id": m.tool_call_id,
+                            "name": m.name,
+                        }
+                    )
+                else:
+                    out.append(
+                        {"role": "user", "content": f"<tool_response>\n{text}\n</tool_response>"}
+                    )
+            elif m.role == "assistant" and calls:
+                if native_tools:
+                    out.append(
+                        {
+                            "role": "assistant",
+                            "content": text,
+                            "tool_calls": [
+                                {
+                                    "id": c.id,
+                                    "type": "function",
+                                    "function": {
+                                        "name": c.function.name,
+                                        "arguments": c.function.arguments,
+                                    },
+                                }
+                                for c in calls
+                            ],
+                        }
+                    )
+                else:
+                    text += "".join(
+                        render_call_text(c.function.name, c.function.arguments) for c in calls
+                    )
+                    out.append({"role": "assistant", "content": text})
+            else:
+                role = "system" if m.role == "developer" else m.role
+                out.append({"role": role, "content": text})
         return out

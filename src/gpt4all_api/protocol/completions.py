@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..errors import InvalidRequest
-from .common import SamplingFields, refuse_unless
+from .common import SamplingFields
 
 
 class CompletionRequest(SamplingFields):
@@ -16,11 +16,11 @@ class CompletionRequest(SamplingFields):
     suffix: str | None = None
 
     def check_supported(self) -> None:
-        refuse_unless(self.best_of, 1, "best_of")
-        refuse_unless(self.n, 1, "n")
-        refuse_unless(self.echo, False, "echo")
-        refuse_unless(self.logprobs, (), "logprobs")
-        refuse_unless(self.suffix, "", "suffix")
+        n = self.n or 1
+        if self.best_of is not None and self.best_of < n:
+            raise InvalidRequest("best_of must be greater than or equal to n", param="best_of")
+        if self.stream and self.best_of is not None and self.best_of > n:
+            raise InvalidRequest("best_of cannot be used with stream", param="best_of")
 
     def prompts(self) -> list[str | list[int]]:
         """The prompt as a list of texts or token arrays; `empty prompt` when there is none."""
