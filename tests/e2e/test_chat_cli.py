@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO, Any
 
+import httpx
 import pytest
 
 from conftest import ServerProcess, free_port
@@ -31,6 +34,30 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def idle(base: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Wait until no model has a busy slot or a waiting request; return the last stats."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = httpx.get(base + "/v1/stats", timeout=10).json()
+        if time.monotonic() > deadline or all(
+            m["busy_slots"] == 0 and m["waiting"] == 0 for m in stats["models"].values()
+        ):
+            return stats
+        time.sleep(0.2)
+
+
+def read_blocks(stream: IO[bytes], blocks: list[bytes]) -> threading.Thread:
+    """Collect what the process writes, block by block as it arrives, in a thread."""
+
+    def run() -> None:
+        while block := os.read(stream.fileno(), 4096):
+            blocks.append(block)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_chat_streams_keeps_history_and_resets(server: ServerProcess, tmp_path: Path) -> None:
     proc = subprocess.Popen(
         chat_command(
@@ -50,15 +77,8 @@ def test_chat_streams_keeps_history_and_resets(server: ServerProcess, tmp_path: 
         cwd=tmp_path,
     )
     assert proc.stdin and proc.stdout and proc.stderr
-    reads: list[tuple[float, bytes]] = []
-
-    def read_stdout() -> None:
-        assert proc.stdout
-        while block := os.read(proc.stdout.fileno(), 4096):
-            reads.append((time.monotonic(), block))
-
-    reader = threading.Thread(target=read_stdout, daemon=True)
-    reader.start()
+    reads: list[bytes] = []
+    reader = read_blocks(proc.stdout, reads)
     script = [
         "What is the capital of France?",
         "What is the capital of France?",  # again, now with the first turn as history
@@ -75,7 +95,7 @@ def test_chat_streams_keeps_history_and_resets(server: ServerProcess, tmp_path: 
                 proc.kill()
         reader.join(10)
         err = proc.stderr.read().decode()
-    out = b"".join(block for _, block in reads).decode()
+    out = b"".join(reads).decode()
     assert rc == 0, err
 
     assert f"chatting with {EMBEDDED}" in err
@@ -89,6 +109,53 @@ def test_chat_streams_keeps_history_and_resets(server: ServerProcess, tmp_path: 
     assert 0 < c1 <= 40
     assert p2 > p1 + c1  # the second question carried the first turn
     assert p3 == p1  # /reset started over
+
+
+def test_ctrl_c_stops_a_reply_and_frees_the_slot(server: ServerProcess, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        chat_command(
+            "--url",
+            server.base_url,
+            "--system",
+            "You are a storyteller who writes very long stories.",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "1500",
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    with proc:
+        assert proc.stdin and proc.stdout and proc.stderr
+        blocks: list[bytes] = []
+        reader = read_blocks(proc.stdout, blocks)
+        proc.stdin.write(b"Write a very long story about a dragon who learns to cook.\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 120
+        while sum(map(len, blocks)) < 80 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sum(map(len, blocks)) >= 80, blocks
+        proc.send_signal(signal.SIGINT)  # Ctrl-C while the reply streams
+
+        stats = idle(server.base_url)
+        assert all(m["busy_slots"] == 0 for m in stats["models"].values()), stats
+        proc.stdin.write(b"/reset\n")  # the chat goes on after a stop
+        proc.stdin.close()
+        try:
+            rc = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        reader.join(10)
+        err = proc.stderr.read().decode()
+    assert rc == 0, err
+    assert "(stopped)" in err
+    assert err.index("(stopped)") < err.index("(new conversation)")
+    assert SUMMARY.findall(err) == [], err  # the stopped reply never reached its end
 
 
 def test_chat_in_process(models_dir: Path, tmp_path: Path) -> None:

@@ -111,6 +111,8 @@ def test_chat_streams_stops_and_reports_usage(
     open_page(page, server)
     assert page.input_value("#model") == EMBEDDED  # the server's default is preselected
     page.fill("#system", "You are a storyteller who writes very long stories.")
+    page.fill("#temperature", "0")  # greedy: this story runs far past the point we stop it
+    expect(page.locator("#temperature-value")).to_have_text("0")
     page.fill("#max-tokens", "1500")
     page.fill("#prompt", "Write a very long story about a dragon who learns to cook.")
     page.press("#prompt", "Enter")
