@@ -79,7 +79,7 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
         "--requests-per-client", "1",
         "--min-requests", "2",
         "--max-tokens", "8",
-        "--threads", "2",
+        "--threads", "1",
         "--parallel", "2",
         "--context-size", "1024",
         "--raw-seqs", "1,2",

@@ -84,7 +84,9 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
     help="With --compare: start only this server (raw decode still runs).",
 )
 @click.option("--raw-seqs", default="1,8", show_default=True, callback=_levels, help="Raw decode.")
-@click.option("--raw-reps", default=3, show_default=True, help="Raw decode repetitions.")
+@click.option(
+    "--raw-reps", default=3, show_default=True, help="Raw decode repetitions (0: skip it)."
+)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="With --compare: PNG.")
 def bench(**o: Any) -> None:

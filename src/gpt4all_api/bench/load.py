@@ -198,11 +198,17 @@ async def run_prefix(
     max_tokens: int,
     count_prompt: Callable[[list[dict[str, str]]], int | None] | None = None,
     api_key: str | None = None,
+    time_limit: float = 120.0,
 ) -> PrefixResult:
-    """Send a long first turn (cold), then a second turn resending it with the reply."""
+    """Send a long first turn (cold), then a second turn resending it with the reply.
+
+    No new pair starts after `time_limit` seconds (the first pair always runs)."""
     result = PrefixResult()
+    deadline = time.perf_counter() + time_limit
     async with new_client(1, api_key) as client:
-        for _ in range(reps):
+        for k in range(reps):
+            if k and time.perf_counter() > deadline:
+                break
             first = history_messages(uuid.uuid4().hex[:12], target_tokens)
             cold = await stream_chat(client, base_url, model, first, max_tokens)
             result.cold.append(cold)

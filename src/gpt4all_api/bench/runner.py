@@ -140,6 +140,7 @@ async def bench_url(
             config.prefix_max_tokens,
             counter.count_messages if counter else None,
             api_key,
+            time_limit=config.time_limit,
         )
         say(f"{name}: prefix reuse speeds TTFT up {report.prefix.speedup or 0:.1f}x")
     if rss is not None:
@@ -216,7 +217,7 @@ def run_compare(
     model = Model.load(options.model_path)
     try:
         counter = TokenCounter(model)
-        for n in raw_seqs:
+        for n in raw_seqs if raw_reps > 0 else ():
             raw = raw_decode(
                 model,
                 n,
