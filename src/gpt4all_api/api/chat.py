@@ -10,8 +10,9 @@ from fastapi import APIRouter, Request
 from ..engine import templates
 from ..engine.grammar import json_object_grammar, schema_grammar
 from ..engine.request import FinishEvent, GenerationRequest, TextEvent
+from ..errors import InvalidRequest
 from ..library.registry import Loaded, chat_defaults
-from ..protocol.chat import ChatCompletionRequest
+from ..protocol.chat import ChatCompletionRequest, ToolCall
 from ..state import ServerState
 from . import tools as tooling
 from .generation import (
@@ -55,6 +56,64 @@ def render_prompt(
         )
         return text, (), "gguf:tokenizer.chat_template"
     return templates.render_plain(messages), templates.PLAIN_STOPS, "plain"
+
+
+def template_messages(body: ChatCompletionRequest, native_tools: bool) -> list[dict[str, Any]]:
+    """Messages for the chat template. `developer` counts as `system`. Tool calls and tool
+    results pass through to templates that know them, else in the fallback text format."""
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(body.messages):
+        if m.model_extra:
+            name = next(iter(m.model_extra))
+            raise InvalidRequest(
+                f"Unrecognized field in message: '{name}'", param=f"messages[{i}].{name}"
+            )
+        text = m.text(i)
+        calls = list(m.tool_calls or [])
+        if m.function_call is not None:
+            calls.append(ToolCall(id=f"legacy_{i}", function=m.function_call))
+        if m.role in ("tool", "function"):
+            if native_tools:
+                out.append(
+                    {
+                        "role": "tool",
+                        "content": text,
+                        "tool_call_id": m.tool_call_id,
+                        "name": m.name,
+                    }
+                )
+            else:
+                out.append(
+                    {"role": "user", "content": f"<tool_response>\n{text}\n</tool_response>"}
+                )
+        elif m.role == "assistant" and calls:
+            if native_tools:
+                out.append(
+                    {
+                        "role": "assistant",
+                        "content": text,
+                        "tool_calls": [
+                            {
+                                "id": c.id,
+                                "type": "function",
+                                "function": {
+                                    "name": c.function.name,
+                                    "arguments": c.function.arguments,
+                                },
+                            }
+                            for c in calls
+                        ],
+                    }
+                )
+            else:
+                text += "".join(
+                    tooling.render_call_text(c.function.name, c.function.arguments) for c in calls
+                )
+                out.append({"role": "assistant", "content": text})
+        else:
+            role = "system" if m.role == "developer" else m.role
+            out.append({"role": role, "content": text})
+    return out
 
 
 def _tools(body: ChatCompletionRequest) -> list[tooling.Tool]:
@@ -101,7 +160,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     grammar = _grammar(body, tools)  # 400 on a bad schema before anything is loaded
     loaded = await load_model(state, body)
     native = tooling.template_knows_tools(loaded.model.chat_template) and not body.prompt_template
-    messages = body.template_messages(native_tools=native)
+    messages = template_messages(body, native_tools=native)
     if tools and not native:
         messages = _with_fallback_tools(messages, tools, body.parallel_tool_calls is not False)
     text, extra_stops, template_name = render_prompt(loaded, messages, body.prompt_template, tools)

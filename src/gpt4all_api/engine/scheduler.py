@@ -16,7 +16,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 
 import llama_cpp as lc
 
@@ -30,77 +29,12 @@ from .request import (
     PromptLogprobsEvent,
     RequestHandle,
     TextEvent,
-    TokenLogprob,
 )
 from .sampling import SamplerChain
-from .text import StopMatcher, TokenTextDecoder
+from .sequences import EngineConfig, EngineStats, Job, Slot, common_prefix_len
+from .text import StopMatcher
 
 log = logging.getLogger(__name__)
-
-
-def common_prefix_len(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    context_size: int = 2048  # per slot
-    parallel: int = 8
-    batch_size: int = 512
-    threads: int = 2
-    max_queue: int = 0  # 0: unbounded
-
-
-@dataclass(eq=False)
-class _Job:
-    """One sequence being generated: one choice of one request."""
-
-    handle: RequestHandle
-    index: int
-    prompt: list[int]
-    chain: SamplerChain
-    stops: StopMatcher
-    decoder: TokenTextDecoder = field(default_factory=TokenTextDecoder)
-    slot: _Slot | None = None
-    leader: _Job | None = None  # for choices 2..n: the job whose prompt KV they copy
-    followers: list[_Job] = field(default_factory=list)
-    pending: int | None = None  # sampled, not yet decoded
-    n_generated: int = 0
-    cached_tokens: int = 0
-    batch_index: int = -1
-    prompt_scores: list[TokenLogprob | None] = field(default_factory=list)
-    history: collections.deque[int] | None = None  # penalty window, kept for logprobs
-    done: bool = False
-
-    @property
-    def request(self) -> GenerationRequest:
-        return self.handle.request
-
-
-@dataclass(eq=False)
-class _Slot:
-    seq_id: int
-    cached: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
-    job: _Job | None = None
-    last_used: float = 0.0
-
-
-@dataclass
-class EngineStats:
-    slots: int
-    busy_slots: int
-    waiting: int
-    context_per_slot: int
-    kv_tokens: int
-    kv_capacity: int
-    steps: int
-    generated_tokens: int
-    prompt_tokens: int
-    cached_prompt_tokens: int
 
 
 class Engine:
@@ -128,10 +62,10 @@ class Engine:
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
         self._logprobs = LogprobReader(self._ctx, model.n_vocab)
-        self._slots = [_Slot(seq_id=i) for i in range(config.parallel)]
+        self._slots = [Slot(seq_id=i) for i in range(config.parallel)]
         self._commands: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
-        self._waiting: collections.deque[list[_Job]] = collections.deque()
-        self._active: list[_Job] = []
+        self._waiting: collections.deque[list[Job]] = collections.deque()
+        self._active: list[Job] = []
         self._closing = False
         self.crashed = False
         self._steps = 0
@@ -266,7 +200,7 @@ class Engine:
 
     def _enqueue(self, handle: RequestHandle) -> None:
         req = handle.request
-        group: list[_Job] = []
+        group: list[Job] = []
         try:
             for j in range(req.n):
                 sampling = req.sampling
@@ -279,7 +213,7 @@ class Engine:
                 if sampling.uses_penalties:
                     n = sampling.repeat_last_n
                     chain.accept_history(req.prompt_tokens[-n:] if n > 0 else req.prompt_tokens)
-                job = _Job(
+                job = Job(
                     handle=handle,
                     index=handle.index + j,
                     prompt=req.prompt_tokens,
@@ -338,13 +272,13 @@ class Engine:
             for job, slot in zip(group[1:], free, strict=False):
                 self._attach(job, slot, 0)
 
-    def _trim(self, slot: _Slot, keep: int) -> None:
+    def _trim(self, slot: Slot, keep: int) -> None:
         if keep < len(slot.cached) and not lc.llama_memory_seq_rm(self._mem, slot.seq_id, keep, -1):
             lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             keep = 0
         del slot.cached[keep:]
 
-    def _attach(self, job: _Job, slot: _Slot, cached: int) -> None:
+    def _attach(self, job: Job, slot: Slot, cached: int) -> None:
         slot.job = job
         job.slot = slot
         job.cached_tokens = cached
@@ -367,7 +301,7 @@ class Engine:
                 job.batch_index = n
                 n += 1
         # ... then prompt chunks of those still prefilling, oldest first.
-        scored: list[tuple[_Job, int, int]] = []
+        scored: list[tuple[Job, int, int]] = []
         for job in self._active:
             if n >= self.n_batch:
                 break
@@ -409,7 +343,7 @@ class Engine:
         b.seq_id[i][0] = seq
         b.logits[i] = logits
 
-    def _score_prompt(self, job: _Job, first: int, start: int) -> None:
+    def _score_prompt(self, job: Job, first: int, start: int) -> None:
         """Log-probabilities of each prompt token given the ones before it (for `echo`)."""
         prompt = job.prompt
         end = len(job.slot.cached) if job.slot else start
@@ -424,7 +358,7 @@ class Engine:
             for j in [job, *job.followers]:
                 j.handle.push(PromptLogprobsEvent(j.index, tuple(job.prompt_scores)))
 
-    def _start_followers(self, leader: _Job) -> None:
+    def _start_followers(self, leader: Job) -> None:
         """The leader's prompt is in its KV: give each follower a copy and the same logits."""
         assert leader.slot is not None
         for f in leader.followers:
@@ -438,7 +372,7 @@ class Engine:
             f.leader = None
         leader.followers = []
 
-    def _on_logits(self, job: _Job) -> None:
+    def _on_logits(self, job: Job) -> None:
         if job.request.max_tokens <= 0:
             self._finish(job, "length")
             return
@@ -470,7 +404,7 @@ class Engine:
         else:
             job.pending = token
 
-    def _finish(self, job: _Job, reason: str | None, *, matched_stop: bool = False) -> None:
+    def _finish(self, job: Job, reason: str | None, *, matched_stop: bool = False) -> None:
         """End a job; `reason` None means cancelled (nothing more is sent)."""
         if reason is not None:
             tail = ""
@@ -491,7 +425,7 @@ class Engine:
             )
         self._release(job)
 
-    def _release(self, job: _Job) -> None:
+    def _release(self, job: Job) -> None:
         job.done = True
         if job in self._active:
             self._active.remove(job)

@@ -1,0 +1,75 @@
+"""What the engine keeps per slot and per generating sequence, and its settings and counters."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from .request import GenerationRequest, RequestHandle, TokenLogprob
+from .sampling import SamplerChain
+from .text import StopMatcher, TokenTextDecoder
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    context_size: int = 2048  # per slot
+    parallel: int = 8
+    batch_size: int = 512
+    threads: int = 2
+    max_queue: int = 0  # 0: unbounded
+
+
+@dataclass(eq=False)
+class Job:
+    """One sequence being generated: one choice of one request."""
+
+    handle: RequestHandle
+    index: int
+    prompt: list[int]
+    chain: SamplerChain
+    stops: StopMatcher
+    decoder: TokenTextDecoder = field(default_factory=TokenTextDecoder)
+    slot: Slot | None = None
+    leader: Job | None = None  # for choices 2..n: the job whose prompt KV they copy
+    followers: list[Job] = field(default_factory=list)
+    pending: int | None = None  # sampled, not yet decoded
+    n_generated: int = 0
+    cached_tokens: int = 0
+    batch_index: int = -1
+    prompt_scores: list[TokenLogprob | None] = field(default_factory=list)
+    history: collections.deque[int] | None = None  # penalty window, kept for logprobs
+    done: bool = False
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.handle.request
+
+
+@dataclass(eq=False)
+class Slot:
+    seq_id: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
+    job: Job | None = None
+    last_used: float = 0.0
+
+
+@dataclass
+class EngineStats:
+    slots: int
+    busy_slots: int
+    waiting: int
+    context_per_slot: int
+    kv_tokens: int
+    kv_capacity: int
+    steps: int
+    generated_tokens: int
+    prompt_tokens: int
+    cached_prompt_tokens: int
