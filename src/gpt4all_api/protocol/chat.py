@@ -159,7 +159,8 @@ class ChatCompletionRequest(SamplingFields):
                 f"tool_choice names an unknown function '{wanted}'",
                 param="tool_choice" if self.tools else "function_call",
             )
-        if self.tool_mode() in ("required", "named") and not names:
+        choice = self.function_call if self.legacy_functions else self.tool_choice
+        if choice not in (None, "none", "auto") and not names:
             raise InvalidRequest(
                 "tool_choice asks for a tool call but no tools are given", param="tool_choice"
             )
