@@ -142,13 +142,14 @@ function addMessage(role, text) {
   who.textContent = role === "user" ? "You" : "Assistant";
   const content = document.createElement("div");
   content.className = "content";
-  content.textContent = text;
+  const body = document.createTextNode(text); // streamed pieces are appended to this node
+  content.append(body);
   const meta = document.createElement("div");
   meta.className = "meta";
   item.append(who, content, meta);
   $("messages").append(item);
   item.scrollIntoView({ block: "end" });
-  return { item, content, meta };
+  return { item, content, body, meta };
 }
 
 function setBusy(busy) {
@@ -231,10 +232,12 @@ async function send(text) {
         const piece = choice.delta && choice.delta.content;
         if (piece) {
           if (firstAt === null) firstAt = performance.now();
+          const list = $("messages");
+          const following = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
           answer += piece;
           pieces += 1;
-          reply.content.textContent = answer;
-          reply.item.scrollIntoView({ block: "end" });
+          reply.body.appendData(piece);
+          if (following) list.scrollTop = list.scrollHeight;
         }
         if (choice.finish_reason) finish = choice.finish_reason;
       }
