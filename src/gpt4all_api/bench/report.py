@@ -98,17 +98,21 @@ def _tps(lv: LevelResult | None) -> str:
 def raw_table(report: CompareReport) -> str:
     ours = report.servers.get(OURS)
     rows = [
-        f"| sequences | raw decode tok/s (runs) | {OURS} tok/s at as many clients | of raw "
+        f"| sequences | raw decode tok/s (runs) | raw prefill + decode tok/s "
+        f"| {OURS} tok/s at as many clients | of raw decode | of raw prefill + decode "
         f"| raw CPU ms/token | {OURS} CPU ms/token |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for raw in report.raw:
         lv = ours.level(raw.n_seq) if ours else None
         runs = ", ".join(f"{x:.0f}" for x in raw.runs_tokens_per_s)
         pct = f"{100 * lv.tokens_per_s / raw.tokens_per_s:.0f}%" if lv and raw.tokens_per_s else "-"
+        full = raw.with_prefill_tokens_per_s
+        pct_full = f"{100 * lv.tokens_per_s / full:.0f}%" if lv and full else "-"
         raw_cpu, our_cpu = raw.cpu_ms_per_token, cpu_ms_per_token(lv) if lv else None
         rows.append(
-            f"| {raw.n_seq} | {raw.tokens_per_s:.1f} ({runs}) | {_tps(lv)} | {pct} "
+            f"| {raw.n_seq} | {raw.tokens_per_s:.1f} ({runs}) | {full:.1f} | {_tps(lv)} | {pct} "
+            f"| {pct_full} "
             f"| {'-' if raw_cpu is None else f'{raw_cpu:.1f}'} "
             f"| {'-' if our_cpu is None else f'{our_cpu:.1f}'} |"
         )
@@ -226,6 +230,7 @@ def to_json(obj: Any) -> Any:
         if hasattr(obj, "tokens_per_s") and hasattr(obj, "n_seq"):
             out["tokens_per_s"] = obj.tokens_per_s
             out["cpu_ms_per_token"] = obj.cpu_ms_per_token
+            out["with_prefill_tokens_per_s"] = obj.with_prefill_tokens_per_s
         if isinstance(obj, CompareReport):
             out["targets"] = [{"target": t, "measured": v, "met": m} for t, v, m in targets(obj)]
         return out
