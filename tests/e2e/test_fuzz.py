@@ -89,8 +89,8 @@ def _post(url: str, body: dict[str, Any]) -> httpx.Response:
     for key in ("max_tokens", "max_completion_tokens"):
         if isinstance(body.get(key), int) and body[key] > 4:
             body[key] = 4
-    if "max_tokens" not in body and "max_completion_tokens" not in body:
-        body["max_tokens"] = 4
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+        body["max_tokens"] = 4  # a null limit means "fill the context": minutes on a busy CPU
     if body.get("stream") is True:
         with HTTP.stream("POST", url, json=body) as r:
             r.read()
