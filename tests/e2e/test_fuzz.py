@@ -13,6 +13,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HTTP = httpx.Client(timeout=300)
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_http():  # type: ignore[no-untyped-def]
+    yield
+    HTTP.close()
+
+
 scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -29,21 +36,67 @@ json_values = st.recursive(
 )
 
 CHAT_FIELDS = [
-    "model", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
-    "max_completion_tokens", "n", "presence_penalty", "response_format", "seed", "stop", "stream",
-    "stream_options", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls",
-    "user", "functions", "function_call", "top_k", "min_p", "repeat_penalty", "repeat_last_n",
-    "prompt_template", "store", "metadata", "service_tier", "modalities",
+    "model",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "presence_penalty",
+    "response_format",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "user",
+    "functions",
+    "function_call",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "repeat_last_n",
+    "prompt_template",
+    "store",
+    "metadata",
+    "service_tier",
+    "modalities",
 ]
 COMPLETION_FIELDS = [
-    "model", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens",
-    "n", "presence_penalty", "seed", "stop", "stream", "stream_options", "suffix",
-    "temperature", "top_p", "user", "top_k", "min_p", "repeat_penalty", "prompt_template",
+    "model",
+    "best_of",
+    "echo",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "max_tokens",
+    "n",
+    "presence_penalty",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "suffix",
+    "temperature",
+    "top_p",
+    "user",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "prompt_template",
 ]
 messages = st.lists(
     st.fixed_dictionaries(
-        {"role": st.sampled_from(["system", "user", "assistant", "tool", "wizard"]),
-         "content": st.one_of(st.text(max_size=30), json_values)},
+        {
+            "role": st.sampled_from(["system", "user", "assistant", "tool", "wizard"]),
+            "content": st.one_of(st.text(max_size=30), json_values),
+        },
     ),
     max_size=3,
 )
@@ -53,12 +106,14 @@ plausible = {
     "n": st.integers(min_value=-1, max_value=3),
     "temperature": st.floats(min_value=-1, max_value=3),
     "stop": st.one_of(st.text(max_size=3), st.lists(st.text(max_size=3), max_size=5)),
-    "response_format": st.sampled_from([
-        {"type": "json_object"},
-        {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer"}}},
-        {"type": "json_schema", "json_schema": {"name": "x", "schema": {"minimum": 1}}},
-        {"type": "bogus"},
-    ]),
+    "response_format": st.sampled_from(
+        [
+            {"type": "json_object"},
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer"}}},
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"minimum": 1}}},
+            {"type": "bogus"},
+        ]
+    ),
     "tool_choice": st.sampled_from(["none", "auto", "required", {"type": "function"}]),
     "prompt": st.one_of(st.text(max_size=30), st.lists(st.integers(-5, 60000), max_size=5)),
 }
@@ -70,8 +125,9 @@ def body_for(fields: list[str], core: dict[str, Any]) -> st.SearchStrategy[dict[
         json_values,
         max_size=4,
     )
-    typed = st.fixed_dictionaries({}, optional={k: v for k, v in plausible.items()
-                                                if k in fields or k == "prompt"})
+    typed = st.fixed_dictionaries(
+        {}, optional={k: v for k, v in plausible.items() if k in fields or k == "prompt"}
+    )
     return st.tuples(st.fixed_dictionaries(core), typed, extra).map(
         lambda t: {**t[0], **t[1], **t[2]}
     )
@@ -112,7 +168,12 @@ def test_completions_never_500(base_url: str, body: dict[str, Any]) -> None:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=st.dictionaries(st.sampled_from(["input", "model", "dimensions", "encoding_format",
-                                             "user", "x"]), json_values, max_size=4))
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["input", "model", "dimensions", "encoding_format", "user", "x"]),
+        json_values,
+        max_size=4,
+    )
+)
 def test_embeddings_never_500(base_url: str, body: dict[str, Any]) -> None:
     _check(_post(base_url + "/embeddings", body))
