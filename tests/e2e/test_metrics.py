@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -14,6 +15,14 @@ from conftest import ServerProcess
 pytestmark = pytest.mark.e2e
 
 HTTP = httpx.Client(timeout=300)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_http() -> Iterator[None]:
+    yield
+    HTTP.close()
+
+
 EMBEDDED = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -25,6 +25,14 @@ from conftest import ServerProcess
 pytestmark = pytest.mark.e2e
 
 HTTP = httpx.Client(timeout=300)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_http() -> Iterator[None]:
+    yield
+    HTTP.close()
+
+
 EMBEDDED = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NO_EOS = {"logit_bias": {"0": -100, "2": -100}}  # <|endoftext|>, <|im_end|>: run to max_tokens
 HI = [{"role": "user", "content": "hi"}]

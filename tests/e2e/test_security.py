@@ -15,6 +15,14 @@ from conftest import ServerProcess
 pytestmark = pytest.mark.e2e
 
 HTTP = httpx.Client(timeout=300)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_http() -> Iterator[None]:
+    yield
+    HTTP.close()
+
+
 KEYS = ("first-key", "second-key")
 ORIGIN = "http://playground.example"
 EMBEDDED = "SmolLM2-135M-Instruct.Q4_1.gguf"
