@@ -18,6 +18,14 @@ import pytest
 from gpt4all_api.library.store import embedded_model_path
 
 HERE = Path(__file__).parent
+#: One client for the tests' plain HTTP calls; generous timeout: the machines are small and shared.
+HTTP = httpx.Client(timeout=300)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_http() -> Iterator[None]:
+    yield
+    HTTP.close()
 
 
 def free_port() -> int:

@@ -9,15 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import HTTP
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-HTTP = httpx.Client(timeout=300)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_http():  # type: ignore[no-untyped-def]
-    yield
-    HTTP.close()
 
 
 scalars = st.one_of(

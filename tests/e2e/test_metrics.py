@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ServerProcess
+from conftest import HTTP, ServerProcess
 
 pytestmark = pytest.mark.e2e
-
-HTTP = httpx.Client(timeout=300)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_http() -> Iterator[None]:
-    yield
-    HTTP.close()
 
 
 EMBEDDED = "SmolLM2-135M-Instruct.Q4_1.gguf"

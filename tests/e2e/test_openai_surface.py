@@ -12,17 +12,12 @@ import numpy as np
 import openai
 import pytest
 
+from conftest import HTTP
+
 pytestmark = pytest.mark.e2e
 
 M = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GREEDY = {"temperature": 0}
-HTTP = httpx.Client(timeout=300)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_http():  # type: ignore[no-untyped-def]
-    yield
-    HTTP.close()
 
 
 CHAT = [{"role": "user", "content": "Name a fruit."}]

@@ -20,17 +20,9 @@ import httpx
 import psutil
 import pytest
 
-from conftest import ServerProcess
+from conftest import HTTP, ServerProcess
 
 pytestmark = pytest.mark.e2e
-
-HTTP = httpx.Client(timeout=300)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_http() -> Iterator[None]:
-    yield
-    HTTP.close()
 
 
 EMBEDDED = "SmolLM2-135M-Instruct.Q4_1.gguf"

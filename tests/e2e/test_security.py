@@ -5,22 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import psutil
 import pytest
 
-from conftest import ServerProcess
+from conftest import HTTP, ServerProcess
 
 pytestmark = pytest.mark.e2e
-
-HTTP = httpx.Client(timeout=300)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_http() -> Iterator[None]:
-    yield
-    HTTP.close()
 
 
 KEYS = ("first-key", "second-key")

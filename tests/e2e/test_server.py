@@ -10,17 +10,11 @@ import httpx
 import openai
 import pytest
 
+from conftest import HTTP
+
 pytestmark = pytest.mark.e2e
 
 EMBEDDED = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# generous: the machines running the suite are small and shared
-HTTP = httpx.Client(timeout=300)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_http():  # type: ignore[no-untyped-def]
-    yield
-    HTTP.close()
 
 
 GREEDY = {"temperature": 0}
