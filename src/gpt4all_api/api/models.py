@@ -171,13 +171,22 @@ async def _progress(downloads: DownloadManager, entry: CatalogEntry) -> AsyncIte
     last: dict[str, Any] | None = None
     first = d.progress().frame()
     yield {**first, "status": "starting"}
+    seen = 1  # statuses of d.statuses already reported
     while not d.done.is_set():
+        passed = d.statuses[seen:]
         frame = d.progress().frame()
+        seen += len(passed)
+        # a stage shorter than the polling interval (a quick "verifying") still gets its frame
+        for status in passed[:-1]:
+            yield {**frame, "status": status}
         if frame != last and frame["status"] != "starting":
             yield frame
             last = frame
         await asyncio.sleep(PROGRESS_EVERY)
     final = d.progress().frame()
+    for status in d.statuses[seen:]:
+        if status not in ("starting", final["status"]):
+            yield {**final, "status": status}
     if d.error is not None:
         downloads.forget(d)
         final["status"] = "error"

@@ -330,6 +330,7 @@ class Download:
         self.path: Path | None = None
         self._cancel = threading.Event()
         self._status = "starting"
+        self.statuses = ["starting"]  # every status passed through, however briefly
         partial = partial_path(models_dir, entry.filename)
         self._completed = partial.stat().st_size if partial.is_file() else 0
         self._total = entry.filesize
@@ -377,6 +378,8 @@ class Download:
         if not self._samples or now - self._samples[-1][0] >= 0.2:
             self._samples.append((now, completed))
         self._status, self._completed, self._total = status, completed, total
+        if status != self.statuses[-1]:
+            self.statuses.append(status)
 
     def _run(self) -> None:
         try:
