@@ -40,6 +40,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         batch_size=settings.batch_size,
         threads=settings.threads,
         max_queue=settings.max_queue,
+        kv_cache_type=settings.kv_cache_type,
     )
 
 

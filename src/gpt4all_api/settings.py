@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         ge=8,
         validation_alias=_env("batch_size"),
         description="Most tokens handed to llama_decode in one step.",
+    )
+    kv_cache_type: Literal["f16", "q8_0"] = Field(
+        "q8_0",
+        validation_alias=_env("kv_cache_type"),
+        description="KV cache precision: q8_0 takes half the memory of f16.",
     )
     prompt_batch_size: int = Field(
         128,

@@ -53,6 +53,9 @@ class Engine:
         params.n_threads = config.threads
         params.n_threads_batch = config.threads
         params.kv_unified = False
+        if config.kv_cache_type == "q8_0":  # a quantized V cache needs flash attention
+            params.type_k = params.type_v = lc.GGML_TYPE_Q8_0
+            params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.no_perf = True
         self._ctx = lc.llama_init_from_model(model.ptr, params)
         if not self._ctx:

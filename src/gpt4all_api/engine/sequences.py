@@ -25,6 +25,7 @@ class EngineConfig:
     batch_size: int = 512
     threads: int = 2
     max_queue: int = 0  # 0: unbounded
+    kv_cache_type: str = "q8_0"  # "f16" or "q8_0" (half the memory; needs flash attention)
 
 
 @dataclass(eq=False)
