@@ -60,7 +60,6 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> dict[st
         raise InvalidRequest(
             f"dimensions must be at most {embedder.n_embd} for this model", param="dimensions"
         )
-    embedder.check(inputs)
     vectors = await asyncio.to_thread(embedder.embed, inputs)
     data = []
     for i, v in enumerate(vectors):

@@ -259,15 +259,14 @@ class Engine:
             prompt = leader.prompt
             reuse = not leader.request.echo_logprobs  # scoring needs logits of every token
             # Prefer the slot already holding the longest prefix of this prompt, then the LRU one.
-            best = max(
-                free,
-                key=lambda s: (
-                    common_prefix_len(s.cached, prompt) if reuse else 0,
-                    -s.last_used,
+            shared, _, best = max(
+                (
+                    (common_prefix_len(s.cached, prompt) if reuse else 0, -s.last_used, s)
+                    for s in free
                 ),
+                key=lambda t: t[:2],
             )
-            keep = common_prefix_len(best.cached, prompt) if reuse else 0
-            keep = min(keep, len(prompt) - 1)
+            keep = min(shared, len(prompt) - 1)
             self._trim(best, keep)
             self._attach(leader, best, keep)
             free.remove(best)
