@@ -102,10 +102,22 @@ def check_schema(schema: Any, param: str) -> None:
         )
 
 
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def _strict_strings(gbnf: str) -> str:
+    """JSON strings hold no raw control characters (RFC 8259): the converter's `char` rule lets
+    them through, so a newline inside a string would make the output unparsable."""
+    if _LOOSE_CHAR not in gbnf:
+        raise AssertionError("unexpected grammar from json_schema_to_gbnf: no char rule")
+    return gbnf.replace(_LOOSE_CHAR, _JSON_CHAR)
+
+
 def schema_grammar(schema: dict[str, Any], param: str, prop_order: list[str] | None = None) -> str:
     check_schema(schema, param)
     try:
-        return json_schema_to_gbnf(json.dumps(schema), prop_order)
+        return _strict_strings(json_schema_to_gbnf(json.dumps(schema), prop_order))
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidRequest(
             f"could not turn the JSON schema into a grammar: {exc}", param=param
@@ -114,4 +126,4 @@ def schema_grammar(schema: dict[str, Any], param: str, prop_order: list[str] | N
 
 def json_object_grammar() -> str:
     """Any JSON object (what `response_format: {"type": "json_object"}` asks for)."""
-    return json_schema_to_gbnf(json.dumps({"type": "object"}))
+    return _strict_strings(json_schema_to_gbnf(json.dumps({"type": "object"})))
