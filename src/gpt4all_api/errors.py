@@ -21,7 +21,9 @@ APIError
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+Dialect = Literal["openai", "anthropic", "ollama"]
 
 
 class APIError(Exception):
@@ -49,6 +51,43 @@ class APIError(Exception):
 
     def headers(self) -> dict[str, str]:
         return {}
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+def dialect_of(path: str) -> Dialect:
+    """Which API a path belongs to, so that its errors take that API's shape."""
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/api/"):
+        return "ollama"
+    return "openai"
+
+
+def error_body(err: APIError, dialect: Dialect, request_id: str | None = None) -> dict[str, Any]:
+    """The one boundary from our exceptions to each API's error body.
+
+    OpenAI: `{"error": {"message", "type", "param", "code"}}`; Anthropic:
+    `{"type": "error", "error": {"type", "message"}}`; Ollama: `{"error": "message"}`."""
+    if dialect == "anthropic":
+        kind = _ANTHROPIC_TYPES.get(err.status_code, "api_error")
+        body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": err.message}}
+        if request_id:
+            body["request_id"] = request_id
+        return body
+    if dialect == "ollama":
+        return {"error": err.message}
+    return err.body(request_id)
 
 
 class InvalidRequest(APIError):

@@ -36,7 +36,15 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .engine.request import Event, FinishEvent, TextEvent
-from .errors import APIError, AuthenticationError, InvalidRequest, PayloadTooLarge, RequestTimeout
+from .errors import (
+    APIError,
+    AuthenticationError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    dialect_of,
+    error_body,
+)
 from .metrics import Metrics
 from .settings import Settings
 
@@ -121,8 +129,9 @@ def request_id_of(scope_or_request: Any) -> str | None:
 
 
 async def send_error(scope: Scope, receive: Receive, send: Send, err: APIError) -> None:
-    """Answer with the OpenAI error body for `err`."""
-    response = JSONResponse(err.body(request_id=request_id_of(scope)), status_code=err.status_code)
+    """Answer with the error body for `err`, in the shape of the API the path belongs to."""
+    body = error_body(err, dialect_of(scope.get("path", "")), request_id_of(scope))
+    response = JSONResponse(body, status_code=err.status_code)
     response.headers.update(err.headers())
     await response(scope, receive, send)
 
@@ -254,7 +263,8 @@ def key_matches(given: str, keys: list[bytes]) -> bool:
 
 
 class AuthMiddleware:
-    """401 unless `Authorization: Bearer <key>` holds one of the keys (open paths excepted)."""
+    """401 unless `Authorization: Bearer <key>` or `x-api-key: <key>` (Anthropic's header)
+    holds one of the keys (open paths excepted)."""
 
     def __init__(self, app: ASGIApp, *, keys: list[str]):
         self.app = app
@@ -266,10 +276,13 @@ class AuthMiddleware:
             return
         header = _header(scope, b"authorization") or ""
         scheme, _, given = header.partition(" ")
-        if not header:
+        x_api_key = _header(scope, b"x-api-key")
+        if not header and x_api_key is not None:
+            scheme, given = "bearer", x_api_key
+        if not header and x_api_key is None:
             err = AuthenticationError(
                 "You didn't provide an API key. Send it in the Authorization header as "
-                "'Authorization: Bearer <key>'."
+                "'Authorization: Bearer <key>' (or as 'x-api-key: <key>')."
             )
         elif scheme.lower() != "bearer" or not key_matches(given.strip(), self.keys):
             err = AuthenticationError("Incorrect API key provided.")
@@ -277,7 +290,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         response = JSONResponse(
-            err.body(request_id=request_id_of(scope)),
+            error_body(err, dialect_of(scope.get("path", "")), request_id_of(scope)),
             status_code=err.status_code,
             headers={"WWW-Authenticate": "Bearer"},
         )

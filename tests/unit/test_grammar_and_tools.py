@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from gpt4all_api.api import tools
+from gpt4all_api.core import tools
 from gpt4all_api.engine.grammar import check_schema, schema_grammar
 from gpt4all_api.errors import InvalidRequest, UnsupportedParameter
 
@@ -47,8 +47,9 @@ def test_malformed_schema_is_invalid() -> None:
         check_schema({"anyOf": []}, "p")
 
 
-WEATHER = tools.Tool("get_weather", "weather", {"type": "object",
-                                               "properties": {"city": {"type": "string"}}})
+WEATHER = tools.Tool(
+    "get_weather", "weather", {"type": "object", "properties": {"city": {"type": "string"}}}
+)
 
 
 def test_parse_forced_call() -> None:

@@ -7,23 +7,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ..core.plan import Limits, Plan, parse_keep_alive
+from ..core.prompt import Prompt, completion_template
+from ..core.run import Choice, Run, generation_request, load_model, new_id
 from ..engine.request import GenerationRequest, PromptLogprobsEvent, TextEvent
 from ..engine.templates import apply_prompt_template
 from ..errors import InvalidRequest, UnsupportedParameter
-from ..library.registry import Loaded, completion_template
+from ..library.registry import Loaded
 from ..protocol.completions import CompletionRequest
 from ..state import ServerState
-from .generation import (
-    Choice,
-    Run,
-    budget,
-    check_thread_count,
-    check_unknown,
-    load_model,
-    new_id,
-    sampling_params,
-)
 from .logprob_format import completion_logprobs, completion_logprobs_with_prompt
+from .openai_common import check_thread_count, check_unknown, openai_usage, sampling_of
 from .streaming import sse_response
 
 router = APIRouter()
@@ -72,33 +66,44 @@ def _fill_in_the_middle(loaded: Loaded, prefix: str, suffix: str) -> list[int]:
     ]
 
 
-@router.post("/v1/completions", response_model=None)
-async def create_completion(body: CompletionRequest, request: Request) -> Any:
-    state: ServerState = request.app.state.server
+def translate(state: ServerState, body: CompletionRequest) -> Plan:
     check_unknown(state, body)
     body.check_supported()
     check_thread_count(state, body)
     body.prompts()  # "empty prompt" before anything is loaded
-    loaded = await load_model(state, body)
-    template = completion_template(loaded, body.prompt_template, state.settings.prompt_template)
-    sampling = sampling_params(body, loaded)
-    asked = DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
     n = body.n or 1
     best_of = body.best_of or n
-    # best_of > n: sample best_of choices, keep the n with the highest mean log-probability
-    want_logprobs = body.logprobs if body.logprobs is not None else (0 if best_of > n else None)
+    return Plan(
+        model=body.model,
+        prompt_template=body.prompt_template,
+        sampling=sampling_of(body),
+        stop=body.stop_list,
+        limits=Limits(
+            max_tokens=DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens,
+            prompt_param="prompt",
+        ),
+        n=best_of,
+        # best_of > n: sample best_of choices, keep the n with the highest mean log-probability
+        logprobs=body.logprobs if body.logprobs is not None else (0 if best_of > n else None),
+        stream=bool(body.stream),
+        keep_alive=parse_keep_alive(body.keep_alive),
+        reload=bool(body.reload),
+        prompt_chunk=body.prompt_batch_size,
+    )
+
+
+@router.post("/v1/completions", response_model=None)
+async def create_completion(body: CompletionRequest, request: Request) -> Any:
+    state: ServerState = request.app.state.server
+    plan = translate(state, body)
+    loaded = await load_model(state, plan)
+    template = completion_template(loaded, body.prompt_template, state.settings.prompt_template)
+    n = body.n or 1
+    best_of = plan.n
+    echo_logprobs = bool(body.echo and body.logprobs is not None)
     requests = [
-        GenerationRequest(
-            prompt_tokens=tokens,
-            max_tokens=budget(
-                state, loaded, len(tokens), asked, prompt_param="prompt", max_param="max_tokens"
-            ),
-            sampling=sampling,
-            stop=body.stop_list,
-            prompt_chunk=body.prompt_batch_size or state.settings.prompt_batch_size,
-            n=best_of,
-            logprobs=want_logprobs,
-            echo_logprobs=bool(body.echo and body.logprobs is not None),
+        generation_request(
+            state, loaded, plan, Prompt(tokens, (), template), echo_logprobs=echo_logprobs
         )
         for tokens in _prompt_tokens(loaded, body, template)
     ]
@@ -125,7 +130,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Any:
             }
             for i, c in enumerate(choices)
         ],
-        "usage": run.usage(state, template),
+        "usage": openai_usage(state, run.tokens(), template),
     }
 
 
@@ -216,5 +221,5 @@ async def _stream(
             "created": run.created,
             "model": model,
             "choices": [],
-            "usage": run.usage(state, template),
+            "usage": openai_usage(state, run.tokens(), template),
         }

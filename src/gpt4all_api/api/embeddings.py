@@ -14,7 +14,7 @@ from ..errors import InvalidRequest
 from ..library.registry import Loaded
 from ..protocol.embeddings import EmbeddingRequest
 from ..state import ServerState
-from .generation import check_unknown
+from .openai_common import check_unknown
 
 router = APIRouter()
 

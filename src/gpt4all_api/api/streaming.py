@@ -1,38 +1,88 @@
-"""Server-Sent Events in OpenAI's format: `data: {json}` frames, ending with `data: [DONE]`.
+"""Streaming bodies: Server-Sent Events (OpenAI's `data:` frames ending with `[DONE]`, or named
+`event:` frames as Anthropic and the Responses API send them) and Ollama's NDJSON.
 
-An error after the stream began cannot change the status code any more; it is sent as an
-`{"error": …}` frame, then `[DONE]`, as OpenAI does.
+An error after the stream began cannot change the status code any more; it is sent in the
+stream, in the dialect's own shape: OpenAI's `{"error": …}` frame then `[DONE]`, Anthropic's
+`error` event, Ollama's `{"error": "…"}` line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from fastapi.responses import StreamingResponse
 from sse_starlette.sse import EventSourceResponse
 
-from ..errors import APIError, InternalError
+from ..errors import APIError, Dialect, InternalError, error_body
 
 log = logging.getLogger(__name__)
+
+#: A streamed item: a bare JSON frame, or (event name, JSON) for named events.
+Frame = dict[str, Any] | tuple[str, dict[str, Any]]
 
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-async def _frames(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, str]]:
+async def _guarded(
+    chunks: AsyncIterator[Any], on_error: Callable[[APIError], Any]
+) -> AsyncIterator[Any]:
     try:
         async for chunk in chunks:
-            yield {"data": dumps(chunk)}
+            yield chunk
     except APIError as exc:
-        yield {"data": dumps(exc.body())}
+        yield on_error(exc)
     except Exception:
         log.exception("error while streaming")
-        yield {"data": dumps(InternalError("internal error while streaming").body())}
-    yield {"data": "[DONE]"}
+        yield on_error(InternalError("internal error while streaming"))
 
 
-def sse_response(chunks: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
-    return EventSourceResponse(_frames(chunks), ping=15, sep="\n")
+def _sse_frame(chunk: Frame) -> dict[str, str]:
+    if isinstance(chunk, tuple):
+        event, data = chunk
+        return {"event": event, "data": dumps(data)}
+    return {"data": dumps(chunk)}
+
+
+def _error_frame(dialect: Dialect) -> Callable[[APIError], Frame]:
+    def on_error(exc: APIError) -> Frame:
+        body = error_body(exc, dialect)
+        return ("error", body) if dialect == "anthropic" else body
+
+    return on_error
+
+
+async def _frames(
+    chunks: AsyncIterator[Frame], on_error: Callable[[APIError], Frame], done: bool
+) -> AsyncIterator[dict[str, str]]:
+    async for chunk in _guarded(chunks, on_error):
+        yield _sse_frame(chunk)
+    if done:
+        yield {"data": "[DONE]"}
+
+
+def sse_response(
+    chunks: AsyncIterator[Frame],
+    dialect: Dialect = "openai",
+    *,
+    on_error: Callable[[APIError], Frame] | None = None,
+    headers: dict[str, str] | None = None,
+) -> EventSourceResponse:
+    """SSE; OpenAI's chat and completions streams end with `data: [DONE]`, named-event streams
+    (Anthropic, Responses: `on_error` given) do not."""
+    done = dialect == "openai" and on_error is None
+    frames = _frames(chunks, on_error or _error_frame(dialect), done)
+    return EventSourceResponse(frames, ping=15, sep="\n", headers=headers)
+
+
+async def _lines(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for chunk in _guarded(chunks, lambda exc: error_body(exc, "ollama")):
+        yield (dumps(chunk) + "\n").encode()
+
+
+def ndjson_response(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    return StreamingResponse(_lines(chunks), media_type="application/x-ndjson")

@@ -63,6 +63,7 @@ class FinishEvent:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    stop_string: str | None = None  # the stop string that ended it, if one did
 
 
 @dataclass(frozen=True, slots=True)

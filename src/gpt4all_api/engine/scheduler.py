@@ -423,6 +423,7 @@ class Engine:
                     prompt_tokens=len(job.prompt),
                     completion_tokens=job.n_generated,
                     cached_tokens=job.cached_tokens,
+                    stop_string=job.stops.matched if matched_stop else None,
                 )
             )
         self._release(job)

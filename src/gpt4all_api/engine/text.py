@@ -15,6 +15,7 @@ class StopMatcher:
     def __init__(self, stops: tuple[str, ...] | list[str]):
         self.stops = tuple(s for s in stops if s)
         self._held = ""
+        self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, text: str) -> tuple[str, bool]:
         if not self.stops:
@@ -25,6 +26,7 @@ class StopMatcher:
             i = buf.find(s)
             if i != -1 and (cut == -1 or i < cut):
                 cut = i
+                self.matched = s
         if cut != -1:
             self._held = ""
             return buf[:cut], True

@@ -13,11 +13,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..engine.embedding import Embedder
 from ..engine.model import Model, ModelLoadError
@@ -45,33 +44,6 @@ class ModelDefaults:
     system_message: str | None = None  # a plain system message (chat templates)
 
 
-def chat_defaults(
-    loaded: Loaded, messages: list[dict[str, Any]], prompt_template: str | None
-) -> tuple[list[dict[str, Any]], str | None, str | None]:
-    """A chat request with the catalog's defaults filled in where it gives none:
-    (messages, GPT4All prompt template, raw system prompt for that template)."""
-    d = loaded.defaults
-    template = prompt_template or d.prompt_template
-    if any(m.get("role") == "system" for m in messages):
-        return messages, template, None
-    if template:
-        system = d.system_prompt or (d.system_message + "\n" if d.system_message else None)
-        return messages, template, system
-    system = d.system_message or d.system_prompt
-    if system:
-        return [{"role": "system", "content": system}, *messages], None, None
-    return messages, None, None
-
-
-def completion_template(loaded: Loaded, prompt_template: str | None, server: str) -> str:
-    """The completions prompt template: the request's, else the catalog's, else the server's."""
-    return (
-        prompt_template
-        if prompt_template is not None
-        else loaded.defaults.prompt_template or server
-    )
-
-
 @dataclass
 class Loaded:
     entry: LocalModel
@@ -93,29 +65,6 @@ class Loaded:
 
     def idle_since(self) -> float:
         return max(self.last_active, self.engine.last_used, self.last_get)
-
-
-_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_keep_alive(value: float | int | str | None) -> float | None:
-    """Seconds from `300`, `"300"`, `"5m"`, `"1h"`, `"-1"` (forever); None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InvalidRequest(
-            "keep_alive must be a number of seconds or a duration like '5m'", param="keep_alive"
-        )
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.match(value)
-    if not match:
-        raise InvalidRequest(
-            f"keep_alive must be a number of seconds or a duration like '5m', got {value!r}",
-            param="keep_alive",
-        )
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 class ModelRegistry:
