@@ -58,7 +58,12 @@ class ServerProcess:
 
     def start(self, timeout: float = 180.0) -> ServerProcess:
         self.port = free_port()
-        env = {**os.environ, "GPT4ALL_API_LOG_LEVEL": "info", **self.env}
+        env = {
+            **os.environ,
+            "GPT4ALL_API_LOG_LEVEL": "info",
+            "GPT4ALL_API_DATA_DIR": str(self.models_dir.parent / "data"),
+            **self.env,
+        }
         env.pop("DEFAULT_MODEL", None)
         env.pop("MODEL_PATH", None)
         cmd = [

@@ -19,8 +19,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .api import chat, completions, embeddings, models, system, tokens, web
+from .dialects.anthropic import routes as anthropic
+from .dialects.ollama import routes as ollama
+from .dialects.responses import routes as responses
 from .engine.scheduler import EngineConfig
-from .errors import APIError, InternalError, InvalidRequest, ModelNotFound, NotFound
+from .errors import (
+    APIError,
+    InternalError,
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    dialect_of,
+    error_body,
+)
 from .library.catalog import catalog_from
 from .library.download import DownloadManager
 from .library.registry import registry_from
@@ -84,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if state.downloads is not None:
                 await asyncio.to_thread(state.downloads.close)
             await state.registry.close(drain=True)
+            if state.responses is not None:
+                state.responses.close()
 
     app = FastAPI(
         title="gpt4all-api",
@@ -95,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.state.metrics = Metrics(state)
     install_middleware(app, settings, app.state.metrics)
-    for module in (completions, chat, embeddings, models, tokens, system):
+    routers = (completions, chat, responses, anthropic, ollama, embeddings, models, tokens, system)
+    for module in routers:
         app.include_router(module.router)
     app.include_router(web.router)  # the playground page at /
     return app
@@ -134,7 +148,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(
-            exc.body(request_id_of(request)), status_code=exc.status_code, headers=exc.headers()
+            error_body(exc, dialect_of(request.url.path), request_id_of(request)),
+            status_code=exc.status_code,
+            headers=exc.headers(),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -156,7 +172,9 @@ def _install_error_handlers(app: FastAPI) -> None:
                 param=param,
                 code="invalid_value",
             )
-        return JSONResponse(err.body(request_id_of(request)), status_code=400)
+        return JSONResponse(
+            error_body(err, dialect_of(request.url.path), request_id_of(request)), status_code=400
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -167,7 +185,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             err.status_code = exc.status_code
             err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return JSONResponse(
-            err.body(request_id_of(request)),
+            error_body(err, dialect_of(request.url.path), request_id_of(request)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
@@ -178,7 +196,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         err = InternalError("internal server error")
         rid = request_id_of(request)
         return JSONResponse(
-            err.body(rid), status_code=500, headers={REQUEST_ID_HEADER: rid} if rid else None
+            error_body(err, dialect_of(request.url.path), rid),
+            status_code=500,
+            headers={REQUEST_ID_HEADER: rid} if rid else None,
         )
 
 

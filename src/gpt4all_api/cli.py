@@ -35,6 +35,9 @@ def main() -> None:
 @click.option("--port", type=int, help="Port to listen on (default 8000).")
 @click.option("--model", "default_model", help="Default model: a file name in the models folder.")
 @click.option("--models-dir", type=click.Path(path_type=Path), help="Folder of .gguf models.")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="The server's own data (stored responses)."
+)
 @click.option("--context-size", type=int, help="Context length of each slot, in tokens.")
 @click.option("--threads", type=int, help="CPU threads for llama.cpp.")
 @click.option("--parallel", type=int, help="Sequences decoded together (slots).")

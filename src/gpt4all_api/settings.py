@@ -28,6 +28,19 @@ def gpt4all_models_dir() -> Path:
     return Path(data) / "nomic.ai" / "GPT4All"
 
 
+def app_data_dir() -> Path:
+    """This server's own data folder (stored responses, files, vector stores); never the models
+    folder."""
+    home = Path.home()
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "gpt4all-api"
+    if sys.platform.startswith("win"):
+        local = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(local) / "gpt4all-api"
+    data = os.environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
+    return Path(data) / "gpt4all-api"
+
+
 def _env(name: str, *legacy: str) -> AliasChoices:
     return AliasChoices(name, f"GPT4ALL_API_{name.upper()}", *legacy)
 
@@ -94,6 +107,25 @@ class Settings(BaseSettings):
         description="Answer 400 to request fields we do not know; when off, log and drop them.",
     )
     log_level: str = Field("info", validation_alias=_env("log_level"))
+
+    # -- stored state (Responses API) ----------------------------------------------------
+    data_dir: Path = Field(
+        default_factory=app_data_dir,
+        validation_alias=_env("data_dir"),
+        description="Where the server keeps its own data (stored responses).",
+    )
+    responses_max_stored: int = Field(
+        10_000,
+        ge=0,
+        validation_alias=_env("responses_max_stored"),
+        description="Most stored responses kept; the oldest go first (0: store none).",
+    )
+    responses_max_age: float = Field(
+        30 * 86400.0,
+        ge=0,
+        validation_alias=_env("responses_max_age"),
+        description="Seconds a stored response is kept (0: no limit).",
+    )
 
     # -- model library: catalog, downloads, loaded models ---------------------------------
     catalog_url: str = Field(
@@ -205,7 +237,7 @@ class Settings(BaseSettings):
             return [p.strip() for v in value for p in str(v).split(",") if p.strip()]
         return value
 
-    @field_validator("models_dir", mode="before")
+    @field_validator("models_dir", "data_dir", mode="before")
     @classmethod
     def _expand(cls, value: object) -> object:
         if isinstance(value, str | Path):

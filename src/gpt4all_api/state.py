@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .library.download import DownloadManager
 from .library.registry import ModelRegistry
 from .library.store import ModelStore
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .dialects.responses.store import ResponseStore
 
 
 @dataclass
@@ -20,3 +24,4 @@ class ServerState:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
     downloads: DownloadManager | None = None
+    responses: ResponseStore | None = None  # opened on first use
