@@ -306,7 +306,20 @@ class AuthMiddleware:
 
 # -- body size and prompt size -------------------------------------------------------------
 
-_GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+#: Where each generation route keeps its conversation (a list of messages or items) and its
+#: raw prompt text; the size limits apply to each the same way.
+_MESSAGES = {
+    "/v1/chat/completions": "messages",
+    "/v1/messages": "messages",
+    "/api/chat": "messages",
+    "/v1/responses": "input",
+}
+_PROMPTS = {"/v1/completions": "prompt", "/api/generate": "prompt"}
+_SYSTEM = ("system", "instructions")
+#: Token limits that are refused past the ceiling; the Messages, Responses and Ollama APIs treat
+#: theirs as caps, so the ceiling clips them instead.
+_STRICT_LIMITS = {"/v1/chat/completions", "/v1/completions"}
+_GENERATION_PATHS = frozenset(_MESSAGES) | frozenset(_PROMPTS)
 
 
 class BodyLimitMiddleware:
@@ -365,14 +378,14 @@ class BodyLimitMiddleware:
 
 
 def _text_len(content: Any) -> int:
+    """Characters of text in a message's content: a string, or parts/blocks/items holding
+    `text` (or, for tool results, `content` and `output`)."""
     if isinstance(content, str):
         return len(content)
     if isinstance(content, list):
-        return sum(
-            len(part["text"])
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
+        return sum(_text_len(part) for part in content)
+    if isinstance(content, dict):
+        return sum(_text_len(content.get(k)) for k in ("text", "content", "output", "arguments"))
     return 0
 
 
@@ -402,24 +415,25 @@ def check_body(path: str, body: bytes, settings: Settings) -> None:
 
 def check_prompt_size(path: str, data: dict[str, Any], settings: Settings) -> None:
     """Refuse too many messages, too many characters, or a max_tokens past the ceiling."""
-    if path == "/v1/chat/completions":
-        messages = data.get("messages")
-        if isinstance(messages, list):
-            if len(messages) > settings.max_messages:
-                raise InvalidRequest(
-                    f"'messages' has {len(messages)} messages; this server takes at most "
-                    f"{settings.max_messages}",
-                    param="messages",
-                    code="too_many_messages",
-                )
-            chars = sum(_text_len(m.get("content")) for m in messages if isinstance(m, dict))
-            _check_chars(chars, "messages", settings)
+    system = sum(_text_len(data.get(k)) for k in _SYSTEM)
+    if path in _MESSAGES:
+        param = _MESSAGES[path]
+        messages = data.get(param)
+        if isinstance(messages, list) and len(messages) > settings.max_messages:
+            raise InvalidRequest(
+                f"'{param}' has {len(messages)} messages; this server takes at most "
+                f"{settings.max_messages}",
+                param=param,
+                code="too_many_messages",
+            )
+        _check_chars(_text_len(messages) + system, param, settings)
     else:
         prompt = data.get("prompt")
         items = prompt if isinstance(prompt, list) else [prompt]
-        _check_chars(sum(len(p) for p in items if isinstance(p, str)), "prompt", settings)
+        chars = sum(len(p) for p in items if isinstance(p, str)) + system
+        _check_chars(chars, "prompt", settings)
     ceiling = settings.max_tokens_limit
-    if ceiling is not None:
+    if ceiling is not None and path in _STRICT_LIMITS:
         for name in ("max_tokens", "max_completion_tokens"):
             asked = data.get(name)
             if isinstance(asked, int) and not isinstance(asked, bool) and asked > ceiling:
