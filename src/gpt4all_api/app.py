@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -80,8 +81,28 @@ def build_state(settings: Settings) -> ServerState:
     )
 
 
+def exposure_warning(settings: Settings) -> str | None:
+    """What to warn about when the server listens beyond this machine."""
+    try:
+        if ipaddress.ip_address(settings.host).is_loopback:
+            return None
+    except ValueError:
+        if settings.host == "localhost":
+            return None
+    where = f"listening on {settings.host}: reachable from other machines"
+    if not settings.api_keys:
+        return (
+            f"{where} WITHOUT AN API KEY: anyone who can reach this port can use and download "
+            "models; set --api-key or GPT4ALL_API_API_KEYS"
+        )
+    return where
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    warning = exposure_warning(settings)
+    if warning:
+        log.warning(warning)
     state = build_state(settings)
 
     @contextlib.asynccontextmanager

@@ -7,10 +7,11 @@ This is the only module that reads the environment. Every setting has an environ
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,7 +43,10 @@ def app_data_dir() -> Path:
 
 
 def _env(name: str, *legacy: str) -> AliasChoices:
-    return AliasChoices(name, f"GPT4ALL_API_{name.upper()}", *legacy)
+    """The environment names of a setting: `GPT4ALL_API_<NAME>`, then its documented legacy
+    names. The bare field name is never read from the environment (`HOST` and `PORT` belong to
+    other programs); flags reach a field by its name (`populate_by_name`)."""
+    return AliasChoices(f"GPT4ALL_API_{name.upper()}", *legacy)
 
 
 class Settings(BaseSettings):
@@ -52,9 +56,15 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
-        populate_by_name=True,
         case_sensitive=False,
     )
+
+    def __init__(self, **values: Any) -> None:
+        """Keyword arguments by field name (`Settings(port=1)`, as the CLI passes flags)."""
+        fields = type(self).model_fields
+        super().__init__(
+            **{f"GPT4ALL_API_{k.upper()}" if k in fields else k: v for k, v in values.items()}
+        )
 
     host: str = Field("127.0.0.1", validation_alias=_env("host"))
     port: int = Field(8000, ge=0, le=65535, validation_alias=_env("port"))
@@ -230,7 +240,17 @@ class Settings(BaseSettings):
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
-        """`a,b` (environment) or `["a", "b,c"]` (repeated flags) -> `["a", "b", "c"]`."""
+        """`a,b` (environment), `["a", "b"]` (a JSON list in the environment) or `["a", "b,c"]`
+        (repeated flags) -> `["a", "b", "c"]`."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError(
+                    'looks like a JSON list but is not valid JSON; write keys as a,b or ["a", "b"]'
+                ) from None
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError('a JSON list of strings is expected, like ["a", "b"]')
         if isinstance(value, str):
             value = [value]
         if isinstance(value, list | tuple):

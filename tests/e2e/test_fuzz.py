@@ -171,3 +171,141 @@ def test_completions_never_500(base_url: str, body: dict[str, Any]) -> None:
 )
 def test_embeddings_never_500(base_url: str, body: dict[str, Any]) -> None:
     _check(_post(base_url + "/embeddings", body))
+
+
+RESPONSES_FIELDS = [
+    "model",
+    "input",
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "text",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "store",
+    "stream",
+    "metadata",
+    "include",
+    "truncation",
+    "reasoning",
+]
+MESSAGES_FIELDS = [
+    "model",
+    "system",
+    "max_tokens",
+    "stop_sequences",
+    "temperature",
+    "top_p",
+    "top_k",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "metadata",
+    "stream",
+]
+OLLAMA_FIELDS = ["model", "format", "options", "stream", "keep_alive", "tools", "think", "raw"]
+items = st.lists(
+    st.one_of(
+        st.fixed_dictionaries(
+            {
+                "role": st.sampled_from(["user", "assistant", "developer", "tool"]),
+                "content": st.one_of(st.text(max_size=30), json_values),
+            }
+        ),
+        st.fixed_dictionaries(
+            {
+                "type": st.sampled_from(
+                    ["function_call", "function_call_output", "reasoning", "image"]
+                ),
+                "call_id": st.one_of(st.none(), st.text(max_size=5)),
+                "output": json_values,
+            }
+        ),
+    ),
+    max_size=3,
+)
+blocks = st.lists(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "assistant", "system"]),
+            "content": st.one_of(
+                st.text(max_size=30),
+                st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "type": st.sampled_from(
+                                ["text", "tool_use", "tool_result", "image", "x"]
+                            ),
+                            "text": st.one_of(st.text(max_size=10), json_values),
+                        }
+                    ),
+                    max_size=2,
+                ),
+            ),
+        }
+    ),
+    max_size=3,
+)
+
+
+def _small(body: dict[str, Any], key: str) -> None:
+    value = body.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value > 4:
+        body[key] = 4
+
+
+def _check_shape(r: httpx.Response, dialect: str) -> None:
+    assert r.status_code < 500, r.text
+    if r.status_code < 400:
+        return
+    body = r.json()
+    if dialect == "anthropic":
+        assert body["type"] == "error" and {"type", "message"} <= set(body["error"])
+    elif dialect == "ollama":
+        assert isinstance(body["error"], str) and body["error"]
+    else:
+        assert {"message", "type", "param", "code"} <= set(body["error"])
+
+
+def _send(url: str, body: dict[str, Any]) -> httpx.Response:
+    if body.get("stream") is not False and ("/api/" in url or body.get("stream") is True):
+        with HTTP.stream("POST", url, json=body) as r:
+            r.read()
+            return r
+    return HTTP.post(url, json=body)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=body_for(RESPONSES_FIELDS, {"input": st.one_of(st.text(max_size=20), items)}))
+def test_responses_never_500(base_url: str, body: dict[str, Any]) -> None:
+    body.pop("prompt", None)
+    _small(body, "max_output_tokens")
+    _check_shape(_send(base_url + "/responses", body), "openai")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=body_for(MESSAGES_FIELDS, {"messages": blocks}))
+def test_messages_never_500(base_url: str, body: dict[str, Any]) -> None:
+    body.pop("prompt", None)
+    _small(body, "max_tokens")
+    _check_shape(_send(base_url + "/messages", body), "anthropic")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=body_for(OLLAMA_FIELDS, {"messages": messages}))
+def test_ollama_chat_never_500(server: Any, body: dict[str, Any]) -> None:
+    body.pop("prompt", None)
+    options = body.get("options")
+    body["options"] = {**(options if isinstance(options, dict) else {}), "num_predict": 4}
+    _check_shape(_send(server.base_url + "/api/chat", body), "ollama")
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=body_for([*OLLAMA_FIELDS, "prompt", "system", "suffix", "template"], {}))
+def test_ollama_generate_never_500(server: Any, body: dict[str, Any]) -> None:
+    options = body.get("options")
+    body["options"] = {**(options if isinstance(options, dict) else {}), "num_predict": 4}
+    _check_shape(_send(server.base_url + "/api/generate", body), "ollama")

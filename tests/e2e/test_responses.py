@@ -10,7 +10,6 @@ from pathlib import Path
 import jsonschema
 import openai
 import pytest
-
 from tests.conftest import HTTP, ServerProcess
 
 pytestmark = pytest.mark.e2e

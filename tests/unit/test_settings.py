@@ -48,3 +48,39 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPT4ALL_API_PARALLEL", "0")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_generic_variable_names_are_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (("HOST", "0.0.0.0"), ("PORT", "9"), ("THREADS", "7"), ("PARALLEL", "3")):
+        monkeypatch.setenv(name, value)
+    s = Settings()
+    assert s.host == "127.0.0.1" and s.port == 8000 and s.parallel == 8 and s.threads != 7
+    monkeypatch.setenv("GPT4ALL_API_HOST", "0.0.0.0")
+    assert Settings().host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("raw", "keys"),
+    [("k-one,k-two", ["k-one", "k-two"]), ('["k-one","k-two"]', ["k-one", "k-two"])],
+)
+def test_api_keys_as_commas_or_json(monkeypatch: pytest.MonkeyPatch, raw: str, keys: list) -> None:
+    monkeypatch.setenv("API_KEYS", raw)
+    assert Settings().api_keys == keys
+
+
+def test_broken_json_keys_refuse_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEYS", '["k-one", k-two]')
+    with pytest.raises(ValueError, match="JSON"):
+        Settings()
+
+
+def test_binding_beyond_loopback_is_warned() -> None:
+    from gpt4all_api.app import exposure_warning
+
+    assert exposure_warning(Settings()) is None
+    assert exposure_warning(_settings(host="localhost")) is None
+    assert exposure_warning(_settings(host="::1")) is None
+    loud = exposure_warning(_settings(host="0.0.0.0"))
+    assert loud is not None and "WITHOUT AN API KEY" in loud
+    quiet = exposure_warning(_settings(host="0.0.0.0", api_keys=["k"]))
+    assert quiet is not None and "API KEY" not in quiet
