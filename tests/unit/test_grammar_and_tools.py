@@ -83,3 +83,16 @@ def test_call_grammar_for_one_or_several_tools() -> None:
     assert "root ::=" in tools.call_grammar([WEATHER])
     other = tools.Tool("get_time", "", {"type": "object"})
     assert "get_time" in tools.call_grammar([WEATHER, other])
+
+
+def test_grammar_strings_exclude_control_characters() -> None:
+    from gpt4all_api.engine.grammar import json_object_grammar
+
+    for g in (json_object_grammar(), schema_grammar({"type": "string"}, "x")):
+        char = next(line for line in g.splitlines() if line.startswith("char ::="))
+        assert "\\x00-\\x1F" in char
+
+
+def test_grammar_without_strings() -> None:
+    g = tools.call_grammar([tools.Tool("noop", "", {"type": "object", "properties": {}})])
+    assert "root ::=" in g

@@ -109,6 +109,8 @@ _JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
 def _strict_strings(gbnf: str) -> str:
     """JSON strings hold no raw control characters (RFC 8259): the converter's `char` rule lets
     them through, so a newline inside a string would make the output unparsable."""
+    if "char ::=" not in gbnf:
+        return gbnf  # no free-form strings in this grammar (e.g. a call without string arguments)
     if _LOOSE_CHAR not in gbnf:
         raise AssertionError("unexpected grammar from json_schema_to_gbnf: no char rule")
     return gbnf.replace(_LOOSE_CHAR, _JSON_CHAR)
