@@ -1,0 +1,50 @@
+"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's Messages API on the core.
+
+The `anthropic-version` and `anthropic-beta` headers and the `?beta=true` query (Claude Code
+sends them) are accepted and ignored; errors take Anthropic's shape at the app's one boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ...api.streaming import sse_response
+from ...core import reply
+from ...core.run import count_prompt, load_model, new_id, start
+from ...state import ServerState
+from . import render
+from .protocol import CountTokensRequest, MessagesRequest
+from .translate import Translated, translate
+
+router = APIRouter()
+
+IGNORED_TOOLS_HEADER = "x-gpt4all-api-ignored-tools"
+
+
+def _headers(t: Translated) -> dict[str, str] | None:
+    return {IGNORED_TOOLS_HEADER: ", ".join(t.ignored_tools)} if t.ignored_tools else None
+
+
+@router.post("/v1/messages", response_model=None)
+async def create_message(body: MessagesRequest, request: Request) -> Any:
+    state: ServerState = request.app.state.server
+    t = translate(state, body)
+    run = await start(state, t.plan)
+    run.id = new_id("msg", "_")
+    if t.plan.stream:
+        return sse_response(render.stream(run, t.plan), "anthropic", headers=_headers(t))
+    choices = await run.collect(request)
+    end = reply.final(t.plan.tools, choices[0])
+    return JSONResponse(render.message(run, end, t.plan), headers=_headers(t))
+
+
+@router.post("/v1/messages/count_tokens", response_model=None)
+async def count_tokens(body: CountTokensRequest, request: Request) -> Any:
+    """The prompt tokens the same request to /v1/messages would use; nothing is generated."""
+    state: ServerState = request.app.state.server
+    t = translate(state, body)
+    loaded = await load_model(state, t.plan)
+    return JSONResponse({"input_tokens": count_prompt(state, loaded, t.plan)}, headers=_headers(t))
