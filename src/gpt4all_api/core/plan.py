@@ -76,12 +76,15 @@ class Limits:
     """How long the reply may be. `max_tokens` None: the room left in the context.
 
     `clip`: a `max_tokens` past the room left is clipped to it (a cap, as Anthropic's and the
-    Responses API treat it), instead of the server's strict default (a 400)."""
+    Responses API treat it), instead of the server's strict default (a 400).
+    `truncate`: a conversation too long for the context loses its oldest turns after the system
+    prompt until it fits (Responses' `truncation: auto`, Ollama's chat), instead of a 400."""
 
     max_tokens: int | None = None
     max_param: str = "max_tokens"
     prompt_param: str = "messages"
     clip: bool = False
+    truncate: bool = False
 
 
 @dataclass(frozen=True)

@@ -126,12 +126,31 @@ def generation_request(
 async def start(state: ServerState, plan: Plan, prefix: str = "chatcmpl") -> Run:
     """Load the plan's model, build its prompt and submit it: the running generation."""
     loaded = await load_model(state, plan)
-    prompt = prompting.build(loaded, plan, state.settings.prompt_template)
-    run = Run(loaded, [generation_request(state, loaded, plan, prompt)])
+    while True:
+        prompt = prompting.build(loaded, plan, state.settings.prompt_template)
+        try:
+            request = generation_request(state, loaded, plan, prompt)
+            break
+        except ContextLengthExceeded:
+            shorter = _drop_oldest_turn(plan) if plan.limits.truncate else None
+            if shorter is None:
+                raise
+            plan = shorter
+    run = Run(loaded, [request])
     run.id = new_id(prefix)
     run.prompt = prompt
     run.plan = plan
     return run
+
+
+def _drop_oldest_turn(plan: Plan) -> Plan | None:
+    """The plan without its oldest turn after the system prompt; None when only one is left."""
+    turns = list(plan.turns)
+    first = 1 if turns and turns[0].role == "system" else 0
+    if len(turns) - first <= 1:
+        return None
+    del turns[first]
+    return replace(plan, turns=tuple(turns))
 
 
 def count_prompt(state: ServerState, loaded: Loaded, plan: Plan) -> int:

@@ -12,9 +12,8 @@ from fastapi import APIRouter, Request
 
 from ...api.streaming import ndjson_response
 from ...core import reply
-from ...core.plan import Plan
-from ...core.run import Run, start
-from ...errors import ContextLengthExceeded, InvalidRequest
+from ...core.run import start
+from ...errors import InvalidRequest
 from ...library.registry import Loaded
 from ...state import ServerState
 from . import embed, models, render, translate
@@ -29,10 +28,7 @@ router.include_router(embed.router)
 async def chat(body: ChatRequest, request: Request) -> Any:
     clock = render.Clock(time.monotonic())
     t = translate.chat(request.app.state.server, body)
-    truncate = body.truncate is not False
-    return await _answer(
-        request, "chat", body.model, t, clock, empty=not t.plan.turns, truncate=truncate
-    )
+    return await _answer(request, "chat", body.model, t, clock, empty=not t.plan.turns)
 
 
 @router.post("/api/generate", response_model=None)
@@ -50,7 +46,6 @@ async def _answer(
     clock: render.Clock,
     *,
     empty: bool,
-    truncate: bool = False,
 ) -> Any:
     state: ServerState = request.app.state.server
     entry = models.resolve(state, name)
@@ -63,7 +58,7 @@ async def _answer(
     _check_num_ctx(t.num_ctx, loaded)
     if empty:  # nothing to generate: Ollama's way to load a model
         return render.loaded(kind, name, "load", clock)
-    run = await _start(state, plan, truncate)
+    run = await start(state, plan, "ollama")
     clock.submitted = time.monotonic()
     if plan.stream:
         return ndjson_response(render.stream(kind, name, run, clock))
@@ -90,18 +85,3 @@ async def _unload(state: ServerState, model_id: str) -> None:
         loaded.keep_alive = 0.0
     else:
         await state.registry.unload(model_id)
-
-
-async def _start(state: ServerState, plan: Plan, truncate: bool) -> Run:
-    """Start the plan; with `truncate` (Ollama's default for chats), drop the oldest turns after
-    the system prompt until the conversation fits the context."""
-    while True:
-        try:
-            return await start(state, plan, "ollama")
-        except ContextLengthExceeded:
-            turns = list(plan.turns)
-            first = 1 if turns and turns[0].role == "system" else 0
-            if not truncate or len(turns) - first <= 1:
-                raise
-            del turns[first]
-            plan = replace(plan, turns=tuple(turns))

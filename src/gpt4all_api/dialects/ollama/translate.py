@@ -4,7 +4,7 @@ server's defaults, the same as on the OpenAI endpoints (so greedy output is the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...api.openai_common import check_unknown
@@ -243,7 +243,8 @@ def chat(state: ServerState, body: ChatRequest) -> Translated:
         turns=chat_turns(state, body.messages or []),
         sampling=opts.sampling,
         stop=opts.stop,
-        limits=_limits(opts, "messages"),
+        # Ollama's chat drops the oldest messages that do not fit, unless told not to
+        limits=replace(_limits(opts, "messages"), truncate=body.truncate is not False),
         grammar=grammar_of(body.format),
         tools=tool_plan(body.tools),
         stream=body.stream is not False,

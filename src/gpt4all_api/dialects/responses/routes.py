@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,9 +11,9 @@ from fastapi.responses import JSONResponse
 
 from ...api.streaming import sse_response
 from ...core import reply
-from ...core.plan import Plan, Turn
-from ...core.run import Run, new_id, start
-from ...errors import APIError, ContextLengthExceeded, NotFound
+from ...core.plan import Turn
+from ...core.run import new_id, start
+from ...errors import APIError, NotFound
 from ...state import ServerState
 from . import render
 from .protocol import ResponsesRequest
@@ -36,22 +35,6 @@ def _store(state: ServerState) -> ResponseStore:
             max_age=s.responses_max_age,
         )
     return state.responses
-
-
-async def _start(state: ServerState, plan: Plan, truncation: str | None) -> Run:
-    """Start the plan; with `truncation: auto`, drop the oldest turns until the prompt fits."""
-    while True:
-        try:
-            return await start(state, plan, "resp")
-        except ContextLengthExceeded:
-            if truncation != "auto":
-                raise
-            turns = list(plan.turns)
-            first = 1 if turns and turns[0].role == "system" else 0
-            if len(turns) - first <= 1:
-                raise
-            del turns[first]
-            plan = replace(plan, turns=tuple(turns))
 
 
 def _stored_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,7 +71,7 @@ async def create_response(body: ResponsesRequest, request: Request) -> Any:
             )
         history = found
     t = translate(state, body, history)
-    run = await _start(state, t.plan, body.truncation)
+    run = await start(state, t.plan, "resp")
     response = render.skeleton(body, run, new_id("resp", "_"))
     headers = {IGNORED_TOOLS_HEADER: ", ".join(t.ignored_tools)} if t.ignored_tools else None
 

@@ -244,6 +244,7 @@ def translate(
             max_param="max_output_tokens",
             prompt_param="input",
             clip=True,
+            truncate=body.truncation == "auto",
         ),
         grammar=_grammar(body, tools),
         tools=tools,
