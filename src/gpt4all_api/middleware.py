@@ -75,6 +75,7 @@ class RequestTrace:
     first_token_at: float | None = None
     finished_at: float | None = None
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens found in the KV cache
     completion_tokens: int = 0  # of finished choices, as the engine counted them
     tokens_seen: int = 0  # tokens streamed so far, finished or not
 
@@ -102,6 +103,7 @@ class RequestTrace:
         elif isinstance(ev, FinishEvent):
             self.finished_at = time.monotonic()
             self.prompt_tokens += ev.prompt_tokens
+            self.cached_tokens += ev.cached_tokens
             self.completion_tokens += ev.completion_tokens
         return ev
 
@@ -235,6 +237,7 @@ class RequestMiddleware:
             fields["model"] = trace.model
         if trace.finished_at is not None:
             fields["prompt_tokens"] = trace.prompt_tokens
+            fields["cached_tokens"] = trace.cached_tokens
             fields["completion_tokens"] = trace.completion_tokens
         elif trace.first_token_at is not None:
             fields["completion_tokens"] = trace.tokens_seen  # stopped before finishing

@@ -44,8 +44,23 @@ class Engine:
         self.model = model
         self.config = config
         self.name = name or model.path.name
-        n_ctx_seq = min(config.context_size, model.n_ctx_train or config.context_size)
+        n_ctx_seq = config.context_size
         params = lc.llama_context_default_params()
+        trained = model.n_ctx_train
+        if trained and n_ctx_seq > trained:
+            # Past the trained length positions are stretched by YaRN (as llama-server's
+            # --rope-scaling yarn), so that coding agents' long prompts fit a small model.
+            params.rope_scaling_type = lc.LLAMA_ROPE_SCALING_TYPE_YARN
+            params.rope_freq_scale = trained / n_ctx_seq
+            params.yarn_orig_ctx = trained
+            log.warning(
+                "%s: context %d per slot is past the model's trained %d; using YaRN RoPE "
+                "scaling (x%.2f): quality may drop",
+                self.name,
+                n_ctx_seq,
+                trained,
+                n_ctx_seq / trained,
+            )
         params.n_ctx = n_ctx_seq * config.parallel
         params.n_seq_max = config.parallel
         params.n_batch = max(config.batch_size, config.parallel)
