@@ -38,6 +38,15 @@ class Turn:
     name: str | None = None
 
 
+def call_name(turns: list[Turn] | tuple[Turn, ...], call_id: str) -> str | None:
+    """The name of the function an earlier turn called with `call_id` (for a tool result)."""
+    for t in reversed(turns):
+        for c in t.tool_calls:
+            if c.id == call_id:
+                return c.name
+    return None
+
+
 @dataclass(frozen=True)
 class ToolPlan:
     tools: tuple[Tool, ...] = ()

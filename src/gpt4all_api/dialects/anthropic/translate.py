@@ -12,7 +12,7 @@ from typing import Any
 
 from ...api.openai_common import check_unknown
 from ...core import tools as tooling
-from ...core.plan import Limits, Plan, Sampling, ToolCall, ToolPlan, Turn
+from ...core.plan import Limits, Plan, Sampling, ToolCall, ToolPlan, Turn, call_name
 from ...engine.grammar import schema_grammar
 from ...errors import InvalidRequest, UnsupportedParameter
 from ...state import ServerState
@@ -94,7 +94,7 @@ def _tool_result(block: dict[str, Any], where: str, before: list[Turn]) -> Turn:
     else:
         raise _invalid(f"{where}.content", "must be a string or a list of text blocks")
     text = f"Error: {text}" if block.get("is_error") else text
-    return Turn("tool", text, tool_call_id=call_id, name=_name_of(before, call_id))
+    return Turn("tool", text, tool_call_id=call_id, name=call_name(before, call_id))
 
 
 def _tool_use(block: dict[str, Any], where: str) -> ToolCall:
@@ -104,14 +104,6 @@ def _tool_use(block: dict[str, Any], where: str) -> ToolCall:
     if not isinstance(args, dict):
         raise _invalid(f"{where}.input", "must be an object")
     return ToolCall(call_id, name, json.dumps(args, ensure_ascii=False))
-
-
-def _name_of(turns: list[Turn], call_id: str) -> str | None:
-    for t in reversed(turns):
-        for c in t.tool_calls:
-            if c.id == call_id:
-                return c.name
-    return None
 
 
 def turns_of(messages: list[Message]) -> list[Turn]:

@@ -8,7 +8,16 @@ from typing import Any
 
 from ...api.openai_common import check_unknown
 from ...core import tools as tooling
-from ...core.plan import Limits, Plan, Sampling, ToolCall, ToolPlan, Turn, parse_keep_alive
+from ...core.plan import (
+    Limits,
+    Plan,
+    Sampling,
+    ToolCall,
+    ToolPlan,
+    Turn,
+    call_name,
+    parse_keep_alive,
+)
 from ...engine.grammar import json_object_grammar, schema_grammar
 from ...errors import InvalidRequest, UnsupportedParameter
 from ...protocol.common import refuse_unless
@@ -103,7 +112,7 @@ def input_turns(items: list[dict[str, Any]]) -> tuple[Turn, ...]:
                 raise InvalidRequest("function_call_output needs a call_id", param=where)
             output = item.get("output")
             text = output if isinstance(output, str) else _text_of(output, f"{where}.output")
-            turns.append(Turn("tool", text, tool_call_id=call_id, name=_name_of(turns, call_id)))
+            turns.append(Turn("tool", text, tool_call_id=call_id, name=call_name(turns, call_id)))
         elif kind == "reasoning":
             continue  # reasoning a client sends back: not part of the next prompt
         else:
@@ -121,14 +130,6 @@ def _call_of(item: dict[str, Any], where: str) -> ToolCall:
     if not isinstance(args, str):
         args = json.dumps(args, ensure_ascii=False)
     return ToolCall(call_id, name, args)
-
-
-def _name_of(turns: list[Turn], call_id: str) -> str | None:
-    for t in reversed(turns):
-        for c in t.tool_calls:
-            if c.id == call_id:
-                return c.name
-    return None
 
 
 def _tools(body: ResponsesRequest) -> tuple[list[tooling.Tool], list[str]]:
