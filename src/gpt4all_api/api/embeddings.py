@@ -19,7 +19,7 @@ from .openai_common import check_unknown
 router = APIRouter()
 
 
-async def _embedder(state: ServerState, loaded: Loaded) -> Embedder:
+async def embedder_for(state: ServerState, loaded: Loaded) -> Embedder:
     if loaded.embedder is None:
         embedder = await asyncio.to_thread(
             Embedder,
@@ -33,6 +33,15 @@ async def _embedder(state: ServerState, loaded: Loaded) -> Embedder:
         else:  # another request made one meanwhile
             await asyncio.to_thread(embedder.close)
     return loaded.embedder
+
+
+def shorten(v: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """Matryoshka-style: the first `dimensions` of a vector, normalised again."""
+    if not dimensions:
+        return v
+    v = v[:dimensions]
+    norm = np.linalg.norm(v)
+    return v / norm if norm > 0 else v
 
 
 def _encode(vector: np.ndarray, fmt: str) -> list[float] | str:
@@ -55,7 +64,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> dict[st
         else:
             model.check_tokens(item, "input")
             inputs.append(list(item))
-    embedder = await _embedder(state, loaded)
+    embedder = await embedder_for(state, loaded)
     if body.dimensions is not None and body.dimensions > embedder.n_embd:
         raise InvalidRequest(
             f"dimensions must be at most {embedder.n_embd} for this model", param="dimensions"
@@ -63,10 +72,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> dict[st
     vectors = await asyncio.to_thread(embedder.embed, inputs)
     data = []
     for i, v in enumerate(vectors):
-        if body.dimensions is not None:  # Matryoshka-style: truncate, then re-normalise
-            v = v[: body.dimensions]
-            norm = np.linalg.norm(v)
-            v = v / norm if norm > 0 else v
+        v = shorten(v, body.dimensions)
         data.append(
             {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
         )

@@ -42,7 +42,7 @@ def model_card(state: ServerState, m: LocalModel) -> dict[str, Any]:
     }
 
 
-def _downloads(state: ServerState) -> DownloadManager:
+def downloads_of(state: ServerState) -> DownloadManager:
     assert state.downloads is not None
     return state.downloads
 
@@ -53,7 +53,7 @@ async def _catalog(state: ServerState, *, refresh: bool = False) -> CatalogSnaps
     return await asyncio.to_thread(state.store.catalog.get, refresh=refresh)
 
 
-async def _catalog_entry(state: ServerState, name: str) -> CatalogEntry:
+async def catalog_entry(state: ServerState, name: str) -> CatalogEntry:
     entry = (await _catalog(state)).find(name)
     if entry is None:
         raise not_found(name, " locally or in the catalog")
@@ -94,7 +94,7 @@ async def list_catalog(request: Request, refresh: bool = False) -> dict[str, Any
     state: ServerState = request.app.state.server
     snap = await _catalog(state, refresh=refresh)
     local = {m.id for m in state.store.list()}
-    downloads = _downloads(state)
+    downloads = downloads_of(state)
     return {
         "object": "list",
         "offline": snap.offline,
@@ -127,8 +127,8 @@ async def retrieve_model(model_id: str, request: Request) -> Any:
     local = state.store.find(model_id)
     if local is not None:
         return model_card(state, local)
-    entry = await _catalog_entry(state, model_id)
-    downloads = _downloads(state)
+    entry = await catalog_entry(state, model_id)
+    downloads = downloads_of(state)
     current = downloads.get(entry.filename)
     if current is not None and current.done.is_set():
         downloads.forget(current)
@@ -156,8 +156,8 @@ async def pull_model(body: PullRequest, request: Request) -> Any:
     local = state.store.find(body.model)
     if local is not None:
         return sse_response(_installed(local))
-    entry = await _catalog_entry(state, body.model)
-    return sse_response(_progress(_downloads(state), entry))
+    entry = await catalog_entry(state, body.model)
+    return sse_response(pull_progress(downloads_of(state), entry))
 
 
 async def _installed(m: LocalModel) -> AsyncIterator[dict[str, Any]]:
@@ -166,7 +166,7 @@ async def _installed(m: LocalModel) -> AsyncIterator[dict[str, Any]]:
     yield {"status": "success", **frame}
 
 
-async def _progress(downloads: DownloadManager, entry: CatalogEntry) -> AsyncIterator[dict]:
+async def pull_progress(downloads: DownloadManager, entry: CatalogEntry) -> AsyncIterator[dict]:
     d = downloads.start(entry)
     last: dict[str, Any] | None = None
     first = d.progress().frame()
@@ -193,13 +193,11 @@ async def _progress(downloads: DownloadManager, entry: CatalogEntry) -> AsyncIte
     yield final
 
 
-@router.delete("/v1/models/{model_id:path}")
-async def delete_model(model_id: str, request: Request) -> dict[str, Any]:
-    """Remove a model file (or a partial download) from the models folder."""
-    state: ServerState = request.app.state.server
+async def delete_local(state: ServerState, model_id: str) -> str:
+    """Remove a model file (or a partial download) from the models folder: the id removed."""
     check_name(model_id)
     local = state.store.find(model_id)
-    downloads = _downloads(state)
+    downloads = downloads_of(state)
     if local is None:
         entry = (await _catalog(state)).find(model_id)
         partial = dl.partial_path(state.settings.models_dir, entry.filename) if entry else None
@@ -210,7 +208,7 @@ async def delete_model(model_id: str, request: Request) -> dict[str, Any]:
                 f"{entry.filename} is being downloaded", param="model", code="download_in_progress"
             )
         partial.unlink(missing_ok=True)
-        return {"id": entry.filename, "object": "model", "deleted": True}
+        return entry.filename
     if local.id == state.default_model and not local.embedded:
         raise Conflict(
             f"{local.id} is the server's default model and cannot be deleted",
@@ -220,4 +218,11 @@ async def delete_model(model_id: str, request: Request) -> dict[str, Any]:
     if not local.embedded:
         await state.registry.unload_idle(local.id)
     state.store.delete(local)
-    return {"id": local.id, "object": "model", "deleted": True}
+    return local.id
+
+
+@router.delete("/v1/models/{model_id:path}")
+async def delete_model(model_id: str, request: Request) -> dict[str, Any]:
+    """Remove a model file (or a partial download) from the models folder."""
+    deleted = await delete_local(request.app.state.server, model_id)
+    return {"id": deleted, "object": "model", "deleted": True}

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 
-from ...api.embeddings import _embedder
+from ...api.embeddings import embedder_for, shorten
 from ...api.openai_common import check_unknown
 from ...core.plan import parse_keep_alive
 from ...errors import InvalidRequest
@@ -28,7 +28,7 @@ async def _vectors(
     number of tokens embedded."""
     if not texts:
         return [], 0
-    embedder = await _embedder(state, loaded)
+    embedder = await embedder_for(state, loaded)
     if dimensions > embedder.n_embd:
         raise InvalidRequest(
             f"dimensions must be at most {embedder.n_embd} for this model", param="dimensions"
@@ -38,11 +38,7 @@ async def _vectors(
         tokens = [t[: embedder.n_ctx] for t in tokens]
     out = []
     for v in await asyncio.to_thread(embedder.embed, tokens):
-        if dimensions:
-            v = v[:dimensions]
-            norm = np.linalg.norm(v)
-            v = v / norm if norm > 0 else v
-        out.append(v.astype(np.float32).tolist())
+        out.append(shorten(v, dimensions).astype(np.float32).tolist())
     return out, sum(len(t) for t in tokens)
 
 

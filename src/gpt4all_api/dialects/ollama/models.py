@@ -193,7 +193,7 @@ async def delete(body: ModelRequest, request: Request) -> Response:
     check_unknown(state, body)
     name = local_name(body.ref)
     try:
-        await library.delete_model(name, request)
+        await library.delete_local(state, name)
     except ModelNotFound:
         raise not_found(body.ref) from None
     return Response(status_code=200)
@@ -240,10 +240,10 @@ async def pull(body: ModelRequest, request: Request) -> Any:
     entry = frames = None
     if state.store.find(name) is None:
         try:
-            entry = await library._catalog_entry(state, name)
+            entry = await library.catalog_entry(state, name)
         except ModelNotFound:
             raise not_found(body.ref) from None
-        downloads = library._downloads(state)
+        downloads = library.downloads_of(state)
         if body.stream is False:
             d = downloads.start(entry)
             while not d.done.is_set():
@@ -252,7 +252,7 @@ async def pull(body: ModelRequest, request: Request) -> Any:
                 downloads.forget(d)
                 raise d.error
             return {"status": "success"}
-        frames = library._progress(downloads, entry)
+        frames = library.pull_progress(downloads, entry)
     if body.stream is False:
         return {"status": "success"}
     return ndjson_response(_pull_frames(entry, frames))
