@@ -109,3 +109,11 @@ def test_same_text_and_prompt_tokens_in_every_dialect(server: ServerProcess, str
     assert texts["chat"].strip(), texts
     assert len(set(texts.values())) == 1, texts
     assert len(set(prompts.values())) == 1 and prompts["chat"] > 0, prompts
+
+
+def test_connectivity_checks_get_a_2xx(server: ServerProcess) -> None:
+    """Claude Code sends `HEAD /` before its first request; Ollama clients ask `/api/version`."""
+    import httpx
+
+    assert httpx.head(server.base_url + "/", timeout=30).status_code == 200
+    assert httpx.get(server.base_url + "/api/version", timeout=30).json()["version"]
