@@ -25,7 +25,7 @@ import pytest
 
 from conftest import ServerProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 M = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.332"

@@ -10,7 +10,8 @@ from pathlib import Path
 import jsonschema
 import openai
 import pytest
-from tests.conftest import HTTP, ServerProcess
+
+from conftest import HTTP, ServerProcess
 
 pytestmark = pytest.mark.e2e
 

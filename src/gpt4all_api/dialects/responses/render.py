@@ -118,88 +118,99 @@ class EventStream:
         return kind, out
 
 
+Frame = tuple[str, dict[str, Any]]
+
+
+class _MessageEvents:
+    """The events of the one assistant message of a streamed response, opened on its first
+    text and closed once the reply is finished."""
+
+    def __init__(self, ev: EventStream, out: list[dict[str, Any]]):
+        self.ev, self.out = ev, out
+        self.id = new_id("msg", "_")
+        self.text: list[str] = []
+        self.index = -1
+
+    def delta(self, piece: str) -> list[Frame]:
+        frames = []
+        if self.index < 0:
+            self.out.append({**message_item(self.id, "", "in_progress"), "content": []})
+            self.index = len(self.out) - 1
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            frames += [
+                self.ev.event(
+                    "response.output_item.added", output_index=self.index, item=dict(self.out[-1])
+                ),
+                self.ev.event("response.content_part.added", **self._at(), part=part),
+            ]
+        self.text.append(piece)
+        frames.append(
+            self.ev.event("response.output_text.delta", **self._at(), delta=piece, logprobs=[])
+        )
+        return frames
+
+    def close(self, end: reply.Finished) -> list[Frame]:
+        if self.index < 0:
+            return []
+        whole = "".join(self.text)
+        done = message_item(self.id, whole, _item_status(end))
+        self.out[self.index] = done
+        return [
+            self.ev.event("response.output_text.done", **self._at(), text=whole, logprobs=[]),
+            self.ev.event("response.content_part.done", **self._at(), part=done["content"][0]),
+            self.ev.event("response.output_item.done", output_index=self.index, item=done),
+        ]
+
+    def _at(self) -> dict[str, Any]:
+        return {"item_id": self.id, "output_index": self.index, "content_index": 0}
+
+
+def _call_events(ev: EventStream, out: list[dict[str, Any]], call: Any) -> list[Frame]:
+    """A whole function call as its item and argument events."""
+    added = {**call_item(call, "in_progress"), "arguments": ""}
+    out.append(added)
+    index = len(out) - 1
+    at = {"item_id": added["id"], "output_index": index}
+    out[index] = call_item(call)
+    return [
+        ev.event("response.output_item.added", output_index=index, item=added),
+        ev.event("response.function_call_arguments.delta", **at, delta=call.arguments),
+        ev.event(
+            "response.function_call_arguments.done",
+            **at,
+            name=call.name,
+            arguments=call.arguments,
+        ),
+        ev.event("response.output_item.done", output_index=index, item=out[index]),
+    ]
+
+
 async def stream(
     body: ResponsesRequest, run: Run, response: dict[str, Any], on_done: Any
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """The event stream of one response. `on_done(response)` runs (and is awaited) once the
-    response is whole, before `response.completed` is sent (the response is stored by then)."""
+) -> AsyncIterator[Frame]:
+    """The event stream of one response. `on_done(response, end)` runs (and is awaited) once
+    the response is whole, before `response.completed` is sent (the response is stored by
+    then)."""
     ev = EventStream()
     yield ev.event("response.created", response=dict(response))
     yield ev.event("response.in_progress", response=dict(response))
     out: list[dict[str, Any]] = response["output"]
-    msg_id = new_id("msg", "_")
-    text: list[str] = []
-    opened = False
-
-    def open_message() -> list[tuple[str, dict[str, Any]]]:
-        out.append(message_item(msg_id, "", "in_progress"))
-        out[-1]["content"] = []
-        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        return [
-            ev.event("response.output_item.added", output_index=len(out) - 1, item=dict(out[-1])),
-            ev.event(
-                "response.content_part.added",
-                item_id=msg_id,
-                output_index=len(out) - 1,
-                content_index=0,
-                part=part,
-            ),
-        ]
-
-    def delta(piece: str) -> tuple[str, dict[str, Any]]:
-        text.append(piece)
-        return ev.event(
-            "response.output_text.delta",
-            item_id=msg_id,
-            output_index=len(out) - 1,
-            content_index=0,
-            delta=piece,
-            logprobs=[],
-        )
-
+    message = _MessageEvents(ev, out)
     try:
         assert run.plan is not None
+        end: reply.Finished | None = None
         async for item in reply.stream(run, run.plan.tools):
             piece = item.text if isinstance(item, reply.TextDelta) else item.tail
-            if piece:
-                if not opened:
-                    opened = True
-                    for e in open_message():
-                        yield e
-                yield delta(piece)
+            for frame in message.delta(piece) if piece else ():
+                yield frame
             if isinstance(item, reply.Finished):
                 end = item
-        if opened:
-            index = next(i for i, o in enumerate(out) if o["id"] == msg_id)
-            whole = "".join(text)
-            done = message_item(msg_id, whole, _item_status(end))
-            part = done["content"][0]
-            out[index] = done
-            common = {"item_id": msg_id, "output_index": index, "content_index": 0}
-            yield ev.event("response.output_text.done", **common, text=whole, logprobs=[])
-            yield ev.event("response.content_part.done", **common, part=part)
-            yield ev.event("response.output_item.done", output_index=index, item=done)
+        assert end is not None
+        for frame in message.close(end):
+            yield frame
         for call in end.calls:
-            item_added = call_item(call, "in_progress")
-            item_added["arguments"] = ""
-            out.append(item_added)
-            index = len(out) - 1
-            yield ev.event("response.output_item.added", output_index=index, item=dict(item_added))
-            yield ev.event(
-                "response.function_call_arguments.delta",
-                item_id=item_added["id"],
-                output_index=index,
-                delta=call.arguments,
-            )
-            yield ev.event(
-                "response.function_call_arguments.done",
-                item_id=item_added["id"],
-                output_index=index,
-                name=call.name,
-                arguments=call.arguments,
-            )
-            out[index] = call_item(call)
-            yield ev.event("response.output_item.done", output_index=index, item=out[index])
+            for frame in _call_events(ev, out, call):
+                yield frame
         finish(response, end, run)
         await on_done(response, end)
         kind = "response.completed" if response["status"] == "completed" else "response.incomplete"
