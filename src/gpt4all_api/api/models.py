@@ -84,7 +84,10 @@ def _check_disk(state: ServerState, entry: CatalogEntry) -> None:
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     state: ServerState = request.app.state.server
-    return {"object": "list", "data": [model_card(state, m) for m in state.store.list()]}
+    return {
+        "object": "list",
+        "data": [model_card(state, m) for m in await asyncio.to_thread(state.store.list)],
+    }
 
 
 @router.get("/v1/catalog")
@@ -93,7 +96,7 @@ async def list_catalog(request: Request, refresh: bool = False) -> dict[str, Any
     fetched and the cached copy is shown)."""
     state: ServerState = request.app.state.server
     snap = await _catalog(state, refresh=refresh)
-    local = {m.id for m in state.store.list()}
+    local = {m.id for m in await asyncio.to_thread(state.store.list)}
     downloads = downloads_of(state)
     return {
         "object": "list",
@@ -124,7 +127,7 @@ async def retrieve_model(model_id: str, request: Request) -> Any:
     """A local model's object, or (for a catalog model) its download's progress with 202."""
     state: ServerState = request.app.state.server
     check_name(model_id)
-    local = state.store.find(model_id)
+    local = await asyncio.to_thread(state.store.find, model_id)
     if local is not None:
         return model_card(state, local)
     entry = await catalog_entry(state, model_id)
@@ -134,7 +137,7 @@ async def retrieve_model(model_id: str, request: Request) -> Any:
         downloads.forget(current)
         if current.error is not None:
             raise current.error
-        local = state.store.find(entry.filename)
+        local = await asyncio.to_thread(state.store.find, entry.filename)
         if local is not None:
             return model_card(state, local)
     if current is None or current.done.is_set():
@@ -153,7 +156,7 @@ async def pull_model(body: PullRequest, request: Request) -> Any:
     """Download a catalog model, streaming progress events until it is ready."""
     state: ServerState = request.app.state.server
     check_name(body.model)
-    local = state.store.find(body.model)
+    local = await asyncio.to_thread(state.store.find, body.model)
     if local is not None:
         return sse_response(_installed(local))
     entry = await catalog_entry(state, body.model)
@@ -196,7 +199,7 @@ async def pull_progress(downloads: DownloadManager, entry: CatalogEntry) -> Asyn
 async def delete_local(state: ServerState, model_id: str) -> str:
     """Remove a model file (or a partial download) from the models folder: the id removed."""
     check_name(model_id)
-    local = state.store.find(model_id)
+    local = await asyncio.to_thread(state.store.find, model_id)
     downloads = downloads_of(state)
     if local is None:
         entry = (await _catalog(state)).find(model_id)

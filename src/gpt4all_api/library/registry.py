@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ..engine.embedding import Embedder
 from ..engine.model import Model, ModelLoadError
 from ..engine.scheduler import Engine, EngineConfig
-from ..errors import Conflict, InvalidRequest, Overloaded
+from ..errors import Conflict, InvalidRequest, ModelNotFound, Overloaded
 from .catalog import Catalog
 from .store import LocalModel, ModelStore
 
@@ -113,7 +113,9 @@ class ModelRegistry:
     ) -> Loaded:
         """The loaded model for `name`, loading (or reloading from disk) it first if needed.
         `keep_alive` (seconds; negative = forever) replaces the model's idle timeout."""
-        entry = self.store.resolve(name)
+        entry = self.store.cached(name)  # no disk: the folder listing is cached
+        if entry is None:  # not known (yet): look on disk again, off the event loop
+            entry = await asyncio.to_thread(self.store.resolve, name)
         self._start_reaper()
         current = self._loaded.get(entry.id)
         if current is not None and not reload and current.engine.alive:
@@ -150,6 +152,9 @@ class ModelRegistry:
         return loaded
 
     def _load_sync(self, path: Path, entry: LocalModel) -> Loaded:
+        if not path.is_file():  # gone since the folder was last listed
+            self.store.scan()
+            raise ModelNotFound(entry.id)
         try:
             model = Model.load(path)
         except ModelLoadError as exc:
@@ -241,12 +246,17 @@ class ModelRegistry:
             self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
 
     async def _reap_forever(self) -> None:
+        """Keep-alive, and the models folder's listing kept fresh (off the event loop)."""
         while True:
             await asyncio.sleep(REAP_EVERY)
             try:
                 await self.reap()
             except Exception:
                 log.exception("keep-alive check failed")
+            try:
+                await asyncio.to_thread(self.store.refresh)
+            except Exception:
+                log.exception("could not list the models folder %s", self.store.models_dir)
 
     async def reap(self) -> list[str]:
         """Unload every model idle for longer than its keep-alive; returns their ids."""
