@@ -12,6 +12,7 @@ import click
 from . import __version__
 from .bench.command import bench
 from .cli_models import models
+from .cli_settings import settings_from_flags, settings_options
 from .settings import Settings
 
 
@@ -30,53 +31,20 @@ def main() -> None:
     """An OpenAI-compatible API server over local GPT4All / GGUF models."""
 
 
+@settings_options
 @main.command()
-@click.option("--host", help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, help="Port to listen on (default 8000).")
-@click.option("--model", "default_model", help="Default model: a file name in the models folder.")
-@click.option("--models-dir", type=click.Path(path_type=Path), help="Folder of .gguf models.")
-@click.option(
-    "--data-dir", type=click.Path(path_type=Path), help="The server's own data (stored responses)."
-)
-@click.option("--context-size", type=int, help="Context length of each slot, in tokens.")
-@click.option("--threads", type=int, help="CPU threads for llama.cpp.")
-@click.option("--parallel", type=int, help="Sequences decoded together (slots).")
-@click.option("--batch-size", type=int, help="Most tokens per llama_decode step.")
-@click.option("--prompt-batch-size", type=int, help="Prompt chunk per request per step.")
-@click.option("--prompt-template", help="Default completions prompt template (%1 = prompt).")
-@click.option("--catalog-url", help="The GPT4All catalog (models3.json) to use.")
-@click.option("--max-loaded-models", type=int, help="Most models loaded at once (default 3).")
-@click.option("--memory-budget", type=float, help="GiB of RAM loaded models may use (0: no limit).")
-@click.option("--keep-alive", type=float, help="Seconds an idle model stays loaded (<0: forever).")
-@click.option(
-    "--strict-max-tokens/--clip-max-tokens",
-    default=None,
-    help="Refuse, or clip, a max_tokens that does not fit the context.",
-)
-@click.option("--log-level", help="debug, info, warning or error.")
-@click.option(
-    "--api-key", "api_keys", multiple=True, help="Require this API key (repeatable; API_KEYS)."
-)
-@click.option(
-    "--cors-origins", multiple=True, help="Allow this browser origin by CORS (repeatable, or a,b)."
-)
-@click.option("--max-body-size", type=int, help="Largest request body, in bytes (default 1 MiB).")
-@click.option("--max-queue", type=int, help="Requests waiting per model before 503 (0: no limit).")
-@click.option("--max-tokens-limit", type=int, help="Most tokens one request may generate.")
-@click.option("--request-timeout", type=float, help="Seconds a generation may take (0: no limit).")
-@click.option("--max-messages", type=int, help="Most messages in one chat request.")
-@click.option("--max-prompt-chars", type=int, help="Most characters of prompt in one request.")
-@click.option("--shutdown-grace", type=float, help="Seconds running requests get after SIGTERM.")
 def serve(**flags: Any) -> None:
-    """Start the HTTP server."""
+    """Start the HTTP server.
+
+    Every setting has a flag; one not given is read from its environment variable
+    (GPT4ALL_API_<NAME>, or MODEL_PATH, DEFAULT_MODEL, API_KEYS), then `.env`, then the default.
+    """
     import uvicorn
     from sse_starlette.sse import AppStatus
 
     from .app import create_app
 
-    for name in ("api_keys", "cors_origins"):
-        flags[name] = list(flags[name]) or None  # repeatable flags: not given -> environment
-    settings = _settings(**flags)
+    settings = settings_from_flags(flags)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

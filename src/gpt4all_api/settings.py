@@ -66,12 +66,23 @@ class Settings(BaseSettings):
             **{f"GPT4ALL_API_{k.upper()}" if k in fields else k: v for k, v in values.items()}
         )
 
-    host: str = Field("127.0.0.1", validation_alias=_env("host"))
-    port: int = Field(8000, ge=0, le=65535, validation_alias=_env("port"))
-    models_dir: Path = Field(
-        default_factory=gpt4all_models_dir, validation_alias=_env("models_dir", "MODEL_PATH")
+    host: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("host"),
+        description="Address to bind; anything but loopback is reachable from other machines.",
     )
-    default_model: str | None = Field(None, validation_alias=_env("default_model", "DEFAULT_MODEL"))
+    port: int = Field(8000, ge=0, le=65535, validation_alias=_env("port"), description="Port.")
+    models_dir: Path = Field(
+        default_factory=gpt4all_models_dir,
+        validation_alias=_env("models_dir", "MODEL_PATH"),
+        description="Folder of .gguf models (the GPT4All app's by default).",
+    )
+    default_model: str | None = Field(
+        None,
+        validation_alias=_env("default_model", "DEFAULT_MODEL"),
+        description="Model used when a request names none: a file name in the models folder "
+        "(default: the embedded SmolLM2).",
+    )
     context_size: int = Field(
         2048,
         ge=64,
@@ -79,7 +90,10 @@ class Settings(BaseSettings):
         description="Context length of each parallel slot, in tokens.",
     )
     threads: int = Field(
-        default_factory=lambda: os.cpu_count() or 1, ge=1, validation_alias=_env("threads")
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        validation_alias=_env("threads"),
+        description="CPU threads for llama.cpp (default: one per core).",
     )
     parallel: int = Field(
         8,
@@ -105,7 +119,11 @@ class Settings(BaseSettings):
         validation_alias=_env("prompt_batch_size"),
         description="Default prompt chunk per request per step while prefilling.",
     )
-    prompt_template: str = Field("%1", validation_alias=_env("prompt_template"))
+    prompt_template: str = Field(
+        "%1",
+        validation_alias=_env("prompt_template"),
+        description="Default completions prompt template (%1: the prompt).",
+    )
     strict_max_tokens: bool = Field(
         True,
         validation_alias=_env("strict_max_tokens"),
@@ -116,7 +134,9 @@ class Settings(BaseSettings):
         validation_alias=_env("reject_unknown_fields"),
         description="Answer 400 to request fields we do not know; when off, log and drop them.",
     )
-    log_level: str = Field("info", validation_alias=_env("log_level"))
+    log_level: str = Field(
+        "info", validation_alias=_env("log_level"), description="debug, info, warning or error."
+    )
 
     # -- stored state (Responses API) ----------------------------------------------------
     data_dir: Path = Field(
