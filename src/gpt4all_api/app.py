@@ -39,6 +39,7 @@ from .library.registry import registry_from
 from .library.store import ModelStore
 from .metrics import Metrics
 from .middleware import REQUEST_ID_HEADER, install_middleware, request_id_of
+from .openapi import install_openapi
 from .settings import Settings
 from .state import ServerState
 
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     app.include_router(web.router)  # the playground page at /
+    install_openapi(app, settings)
     return app
 
 

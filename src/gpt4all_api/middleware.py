@@ -322,7 +322,7 @@ _SYSTEM = ("system", "instructions")
 #: Token limits that are refused past the ceiling; the Messages, Responses and Ollama APIs treat
 #: theirs as caps, so the ceiling clips them instead.
 _STRICT_LIMITS = {"/v1/chat/completions", "/v1/completions"}
-_GENERATION_PATHS = frozenset(_MESSAGES) | frozenset(_PROMPTS)
+GENERATION_PATHS = frozenset(_MESSAGES) | frozenset(_PROMPTS)
 
 
 class BodyLimitMiddleware:
@@ -412,7 +412,7 @@ def check_body(path: str, body: bytes, settings: Settings) -> None:
         ) from None
     except (ValueError, RecursionError):
         return
-    if isinstance(data, dict) and path in _GENERATION_PATHS:
+    if isinstance(data, dict) and path in GENERATION_PATHS:
         check_prompt_size(path, data, settings)
 
 
