@@ -114,14 +114,15 @@ def translate(state: ServerState, body: ChatCompletionRequest) -> Plan:
 def _message(body: ChatCompletionRequest, end: reply.Finished) -> tuple[dict[str, Any], str]:
     """The assistant message and finish reason of a finished choice."""
     message: dict[str, Any] = {"role": "assistant", "content": end.content, "refusal": None}
-    if not end.calls:
+    if not (end.calls or end.cut_calls):
         return message, end.finish
-    calls = [_wire_call(c) for c in end.calls]
+    calls = [_wire_call(c) for c in end.calls or end.cut_calls]
+    whole = bool(end.calls)  # else a call cut short: `length`, as OpenAI says it
     if body.legacy_functions:
         message["function_call"] = calls[0]["function"]
-        return message, "function_call"
+        return message, "function_call" if whole else end.finish
     message["tool_calls"] = calls
-    return message, "tool_calls"
+    return message, "tool_calls" if whole else end.finish
 
 
 def _wire_call(c: ToolCall) -> dict[str, Any]:

@@ -35,6 +35,9 @@ class Finished:
     finish: str
     content: str | None
     calls: tuple[ToolCall, ...] = ()
+    #: A forced call cut short by the token limit (`finish` is `length`) as far as it got: its
+    #: arguments are not whole JSON. For the APIs that can show one (OpenAI's).
+    cut_calls: tuple[ToolCall, ...] = ()
     tail: str = ""
     stop_string: str | None = None
     prompt_tokens: int = 0
@@ -58,11 +61,16 @@ def final(tools: ToolPlan, c: Choice, *, streamed: bool = False) -> Finished:
     text = "".join(c.text)
     content: str | None = text
     calls: list[ToolCall] = []
+    cut: list[ToolCall] = []
     if streamed:
         pass
-    elif tools.forced and c.finish_reason == "stop":
+    elif tools.forced:
         calls = _calls(tooling.parse_forced(text, list(tools.offered)))
-        content = None if calls else text
+        if not calls and c.finish_reason == "length":
+            cut = _calls(tooling.parse_cut(text, list(tools.offered)))
+            content = None  # the grammar's JSON around a call is not answer text
+        else:
+            content = None if calls else text
     elif tools.mode == "auto" and tools.offered:
         content, raw = tooling.parse_auto(text, list(tools.offered))
         calls = _calls(raw)
@@ -72,6 +80,7 @@ def final(tools: ToolPlan, c: Choice, *, streamed: bool = False) -> Finished:
         finish=finish,
         content=content,
         calls=tuple(calls),
+        cut_calls=tuple(cut),
         tail="" if streamed else (content or ""),
         stop_string=c.stop_string,
         prompt_tokens=c.prompt_tokens,

@@ -115,7 +115,8 @@ def generation_request(
         prompt_tokens=prompt.tokens,
         max_tokens=budget(state, loaded, len(prompt.tokens), plan.limits),
         sampling=sampling_params(plan.sampling, loaded, plan.grammar),
-        stop=plan.stop + prompt.stops,
+        # a grammar ends the reply itself: a stop string could only cut its JSON short
+        stop=() if plan.grammar is not None else plan.stop + prompt.stops,
         prompt_chunk=plan.prompt_chunk or state.settings.prompt_batch_size,
         n=plan.n,
         logprobs=plan.logprobs,

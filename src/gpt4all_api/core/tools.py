@@ -117,6 +117,23 @@ def parse_forced(text: str, tools: list[Tool]) -> list[dict[str, Any]]:
     return [call] if call else []
 
 
+_CUT_CALL = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*', re.S)
+
+
+def parse_cut(text: str, tools: list[Tool]) -> list[dict[str, Any]]:
+    """A forced call cut short by the token limit, as far as it got (as OpenAI returns one):
+    the function once its name is whole, and its arguments' JSON text so far (which does not
+    parse). Nothing when the name itself was cut."""
+    m = _CUT_CALL.match(text)
+    if m is None:
+        return []
+    name = json.loads(m.group(1))
+    if name not in {t.name for t in tools}:
+        return []
+    function = {"name": name, "arguments": text[m.end() :]}
+    return [{"id": new_call_id(), "type": "function", "function": function}]
+
+
 def parse_auto(text: str, tools: list[Tool]) -> tuple[str | None, list[dict[str, Any]]]:
     """Free text that may hold `<tool_call>` blocks: (remaining content, calls)."""
     by_name = {t.name: t for t in tools}

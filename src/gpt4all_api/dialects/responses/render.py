@@ -99,6 +99,7 @@ def output_items(end: reply.Finished) -> list[dict[str, Any]]:
     if end.content:
         items.append(message_item(new_id("msg", "_"), end.content, _item_status(end)))
     items += [call_item(c) for c in end.calls]
+    items += [call_item(c, "incomplete") for c in end.cut_calls]  # as OpenAI: cut by the limit
     return items
 
 
@@ -165,13 +166,16 @@ class _MessageEvents:
         return {"item_id": self.id, "output_index": self.index, "content_index": 0}
 
 
-def _call_events(ev: EventStream, out: list[dict[str, Any]], call: Any) -> list[Frame]:
-    """A whole function call as its item and argument events."""
+def _call_events(
+    ev: EventStream, out: list[dict[str, Any]], call: Any, status: str = "completed"
+) -> list[Frame]:
+    """A function call (whole, or `incomplete`: cut by the limit) as its item and argument
+    events."""
     added = {**call_item(call, "in_progress"), "arguments": ""}
     out.append(added)
     index = len(out) - 1
     at = {"item_id": added["id"], "output_index": index}
-    out[index] = call_item(call)
+    out[index] = call_item(call, status)
     return [
         ev.event("response.output_item.added", output_index=index, item=added),
         ev.event("response.function_call_arguments.delta", **at, delta=call.arguments),
@@ -210,6 +214,9 @@ async def stream(
             yield frame
         for call in end.calls:
             for frame in _call_events(ev, out, call):
+                yield frame
+        for call in end.cut_calls:
+            for frame in _call_events(ev, out, call, "incomplete"):
                 yield frame
         finish(response, end, run)
         await on_done(response, end)
