@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         validation_alias=_env("prompt_batch_size"),
         description="Default prompt chunk per request per step while prefilling.",
     )
+    temperature: float | None = Field(
+        None,
+        ge=0.0,
+        le=2.0,
+        validation_alias=_env("temperature"),
+        description="Sampling temperature of requests that give none (default 1.0; 0: greedy).",
+    )
     prompt_template: str = Field(
         "%1",
         validation_alias=_env("prompt_template"),

@@ -70,7 +70,19 @@ def _server(home: Path, models_dir: Path, *extra: str) -> ServerProcess:
     srv = ServerProcess(
         models_dir=models_dir,
         log_path=home / "server.log",
-        args=["--context-size", "16384", "--parallel", "2", "--request-timeout", "0", *extra],
+        # greedy by default (neither agent sends a temperature): at 1.0 the 135M model can write
+        # until the context is full, minutes per turn on two cores
+        args=[
+            "--context-size",
+            "16384",
+            "--parallel",
+            "2",
+            "--request-timeout",
+            "0",
+            "--temperature",
+            "0",
+            *extra,
+        ],
     )
     return srv.start()
 

@@ -84,3 +84,13 @@ def test_binding_beyond_loopback_is_warned() -> None:
     assert loud is not None and "WITHOUT AN API KEY" in loud
     quiet = exposure_warning(_settings(host="0.0.0.0", api_keys=["k"]))
     assert quiet is not None and "API KEY" not in quiet
+
+
+def test_server_temperature_fills_in_for_requests_without_one() -> None:
+    from gpt4all_api.core.plan import Sampling
+    from gpt4all_api.core.run import sampling_params
+
+    assert _settings(temperature=0).temperature == 0
+    assert sampling_params(Sampling(), None, None, 0.0).temperature == 0.0  # type: ignore[arg-type]
+    assert sampling_params(Sampling(temperature=0.7), None, None, 0.0).temperature == 0.7  # type: ignore[arg-type]
+    assert sampling_params(Sampling(), None).temperature == 1.0  # type: ignore[arg-type]

@@ -45,8 +45,14 @@ async def load_model(state: ServerState, plan: Plan) -> Loaded:
     return await state.registry.get(name, reload=plan.reload, keep_alive=plan.keep_alive)
 
 
-def sampling_params(s: Sampling, loaded: Loaded, grammar: str | None = None) -> SamplingParams:
+def sampling_params(
+    s: Sampling, loaded: Loaded, grammar: str | None = None, temperature: float | None = None
+) -> SamplingParams:
+    """The engine's sampling: the request's values, else the server's (`temperature`), else the
+    engine's defaults."""
     base = SamplingParams()
+    if temperature is not None:
+        base = replace(base, temperature=temperature)
     logit_bias: dict[int, float] = {}
     for key, bias in s.logit_bias:
         try:
@@ -114,7 +120,7 @@ def generation_request(
     return GenerationRequest(
         prompt_tokens=prompt.tokens,
         max_tokens=budget(state, loaded, len(prompt.tokens), plan.limits),
-        sampling=sampling_params(plan.sampling, loaded, plan.grammar),
+        sampling=sampling_params(plan.sampling, loaded, plan.grammar, state.settings.temperature),
         # a grammar ends the reply itself: a stop string could only cut its JSON short
         stop=() if plan.grammar is not None else plan.stop + prompt.stops,
         prompt_chunk=plan.prompt_chunk or state.settings.prompt_batch_size,
