@@ -8,7 +8,7 @@ is clear; with a forced call (grammar-constrained JSON) nothing is shown until t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..engine.request import FinishEvent, TextEvent, TokenLogprob
 from . import tools as tooling
@@ -52,7 +52,6 @@ ReplyEvent = TextDelta | Finished
 class _State:
     held: str = ""
     streaming: bool = False
-    parts: list[str] = field(default_factory=list)
 
 
 def final(tools: ToolPlan, c: Choice, *, streamed: bool = False) -> Finished:

@@ -15,17 +15,12 @@ from ...api.streaming import sse_response
 from ...core import reply
 from ...core.run import count_prompt, load_model, new_id, start
 from ...state import ServerState
+from .. import ignored_tools_headers
 from . import render
 from .protocol import CountTokensRequest, MessagesRequest
-from .translate import Translated, translate
+from .translate import translate
 
 router = APIRouter()
-
-IGNORED_TOOLS_HEADER = "x-gpt4all-api-ignored-tools"
-
-
-def _headers(t: Translated) -> dict[str, str] | None:
-    return {IGNORED_TOOLS_HEADER: ", ".join(t.ignored_tools)} if t.ignored_tools else None
 
 
 @router.post("/v1/messages", response_model=None)
@@ -35,10 +30,14 @@ async def create_message(body: MessagesRequest, request: Request) -> Any:
     run = await start(state, t.plan)
     run.id = new_id("msg", "_")
     if t.plan.stream:
-        return sse_response(render.stream(run, t.plan), "anthropic", headers=_headers(t))
+        return sse_response(
+            render.stream(run, t.plan), "anthropic", headers=ignored_tools_headers(t.ignored_tools)
+        )
     choices = await run.collect(request)
     end = reply.final(t.plan.tools, choices[0])
-    return JSONResponse(render.message(run, end, t.plan), headers=_headers(t))
+    return JSONResponse(
+        render.message(run, end, t.plan), headers=ignored_tools_headers(t.ignored_tools)
+    )
 
 
 @router.post("/v1/messages/count_tokens", response_model=None)
@@ -47,4 +46,7 @@ async def count_tokens(body: CountTokensRequest, request: Request) -> Any:
     state: ServerState = request.app.state.server
     t = translate(state, body)
     loaded = await load_model(state, t.plan)
-    return JSONResponse({"input_tokens": count_prompt(state, loaded, t.plan)}, headers=_headers(t))
+    return JSONResponse(
+        {"input_tokens": count_prompt(state, loaded, t.plan)},
+        headers=ignored_tools_headers(t.ignored_tools),
+    )

@@ -15,6 +15,7 @@ from ...core.plan import Turn
 from ...core.run import new_id, start
 from ...errors import APIError, NotFound
 from ...state import ServerState
+from .. import ignored_tools_headers
 from . import render
 from .protocol import ResponsesRequest
 from .store import ResponseStore
@@ -22,8 +23,6 @@ from .translate import Translated, translate
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-
-IGNORED_TOOLS_HEADER = "x-gpt4all-api-ignored-tools"
 
 
 def _store(state: ServerState) -> ResponseStore:
@@ -73,7 +72,7 @@ async def create_response(body: ResponsesRequest, request: Request) -> Any:
     t = translate(state, body, history)
     run = await start(state, t.plan, "resp")
     response = render.skeleton(body, run, new_id("resp", "_"))
-    headers = {IGNORED_TOOLS_HEADER: ", ".join(t.ignored_tools)} if t.ignored_tools else None
+    headers = ignored_tools_headers(t.ignored_tools)
 
     async def on_done(resp: dict[str, Any], end: reply.Finished) -> None:
         if body.store is False:

@@ -179,7 +179,7 @@ def _tool_plan(body: ResponsesRequest, functions: list[tooling.Tool]) -> ToolPla
                     param="tool_choice",
                 )
             return ToolPlan(tuple(named), "named", parallel)
-        if kind in HOSTED_TOOLS or kind in ("web_search_preview", "file_search"):
+        if kind in HOSTED_TOOLS:
             raise UnsupportedParameter(
                 f"tool_choice requires the '{kind}' tool, which this server cannot run",
                 param="tool_choice",
@@ -208,8 +208,6 @@ def _check_supported(body: ResponsesRequest) -> None:
     refuse_unless(body.background, False, "background", "responses run in the foreground")
     refuse_unless(body.conversation, (), "conversation", "use previous_response_id")
     refuse_unless(body.prompt, (), "prompt", "no stored prompt templates")
-    if body.previous_response_id is not None and body.store is False:
-        pass  # allowed: continue a stored chain without storing this turn
     if body.top_logprobs:
         raise UnsupportedParameter(
             "top_logprobs is not supported on /v1/responses", param="top_logprobs"
