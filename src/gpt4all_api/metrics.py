@@ -124,6 +124,7 @@ class EngineCollector(Collector):
         prompt = counter("prompt_tokens", "Prompt tokens of admitted requests.")
         cached = counter("cached_prompt_tokens", "Prompt tokens reused from the KV cache.")
         generated = counter("generated_tokens", "Tokens generated.")
+        reasoning = counter("reasoning_tokens", "Tokens generated while thinking (of those).")
         steps = counter("engine_steps", "llama_decode steps run by the engine.")
         models = self.state.registry.loaded
         loaded_models.add_metric([], len(models))
@@ -140,6 +141,7 @@ class EngineCollector(Collector):
             prompt.add_metric([name], s.prompt_tokens)
             cached.add_metric([name], s.cached_prompt_tokens)
             generated.add_metric([name], s.generated_tokens)
+            reasoning.add_metric([name], s.reasoning_tokens)
             steps.add_metric([name], s.steps)
         yield from (loaded_models, loaded, queue, running, slots, kv_used, kv_cap, kv_ratio)
-        yield from (prompt, cached, generated, steps)
+        yield from (prompt, cached, generated, reasoning, steps)

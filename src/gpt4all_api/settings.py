@@ -126,6 +126,24 @@ class Settings(BaseSettings):
         validation_alias=_env("temperature"),
         description="Sampling temperature of requests that give none (default 1.0; 0: greedy).",
     )
+    reasoning_tags: str | None = Field(
+        None,
+        validation_alias=_env("reasoning_tags"),
+        description=(
+            "The thinking markers of a reasoning model whose chat template does not reveal them, "
+            "as 'OPEN CLOSE' (e.g. '<reasoning> </reasoning>'). Known families need none."
+        ),
+    )
+    reasoning_budget: int | None = Field(
+        None,
+        ge=0,
+        validation_alias=_env("reasoning_budget"),
+        description=(
+            "The most tokens a reasoning model may spend thinking when a request sets no budget "
+            "or effort; then the server closes the thinking and the model answers (0: no "
+            "thinking). Default: no limit but max_tokens."
+        ),
+    )
     prompt_template: str = Field(
         "%1",
         validation_alias=_env("prompt_template"),
@@ -283,6 +301,20 @@ class Settings(BaseSettings):
         if isinstance(value, list | tuple):
             return [p.strip() for v in value for p in str(v).split(",") if p.strip()]
         return value
+
+    @field_validator("reasoning_tags")
+    @classmethod
+    def _tag_pair(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 2:
+            raise ValueError("two markers separated by a space are expected, like '<r> </r>'")
+        return value
+
+    @property
+    def reasoning_markers(self) -> tuple[str, str] | None:
+        if not self.reasoning_tags:
+            return None
+        open_, close = self.reasoning_tags.split()
+        return open_, close
 
     @field_validator("models_dir", "data_dir", mode="before")
     @classmethod

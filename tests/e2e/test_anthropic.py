@@ -248,7 +248,7 @@ def test_claude_code_fields_are_accepted(server: ServerProcess) -> None:
         "max_tokens": 2,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
         "metadata": {"user_id": "u"},
-        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "thinking": {"type": "enabled", "budget_tokens": 1},  # below max_tokens, as Anthropic asks
         "context_management": {"edits": []},
         "output_config": {"effort": "low"},
         "service_tier": "auto",

@@ -85,7 +85,12 @@ def test_tool_round_trip_turns() -> None:
     p = plan_of(messages=messages, tools=[WEATHER]).plan
     assert p.turns == (
         Turn("user", "a\n\nb"),
-        Turn("assistant", "Let me look.", (ToolCall("toolu_1", "get_weather", '{"city": "P"}'),)),
+        Turn(
+            "assistant",
+            "Let me look.",
+            (ToolCall("toolu_1", "get_weather", '{"city": "P"}'),),
+            reasoning="hm",  # the thinking goes to the model's template, which keeps or drops it
+        ),
         Turn("tool", "sunny", tool_call_id="toolu_1", name="get_weather"),
         Turn("tool", "Error: no", tool_call_id="toolu_2", name=None),
         Turn("user", "Thanks"),

@@ -62,6 +62,8 @@ def _sample(name: str, annotation: Any, default: Any, tmp: Path) -> tuple[list[s
         return [str(value)], value
     if annotation is Path:
         return [str(tmp / name)], tmp / name
+    if name == "reasoning_tags":  # a pair of markers
+        return ["<r> </r>"], "<r> </r>"
     if annotation is str:
         return [f"value-{name}"], f"value-{name}"
     raise AssertionError(f"no sample for {name}: {annotation}")

@@ -214,11 +214,18 @@ def test_bad_messages(message: dict[str, Any], param: str) -> None:
     assert exc.value.param == param
 
 
-@pytest.mark.parametrize("think", [True, "high"])
-def test_thinking_is_refused_like_ollama_does(think: Any) -> None:
-    with pytest.raises(InvalidRequest, match='"m" does not support thinking'):
-        translate.chat(STATE, ChatRequest(model="m", think=think))
-    assert translate.chat(STATE, ChatRequest(model="m", think=False))
+@pytest.mark.parametrize(
+    ("think", "enabled", "effort"),
+    [(True, True, None), (False, False, None), (None, None, None), ("high", True, "high")],
+)
+def test_think_becomes_the_reasoning_ask(think: Any, enabled: Any, effort: Any) -> None:
+    r = translate.chat(STATE, ChatRequest(model="m", think=think)).plan.reasoning
+    assert (r.enabled, r.effort, r.param, r.strict) == (enabled, effort, "think", True)
+
+
+def test_think_levels_are_checked() -> None:
+    with pytest.raises(InvalidRequest, match="think must be"):
+        translate.chat(STATE, ChatRequest(model="m", think="max"))
 
 
 def test_generate_uses_the_chat_template_unless_raw() -> None:

@@ -50,7 +50,7 @@ def test_stop_limit_and_penalty_spellings() -> None:
 
 
 def test_chat_refusals_name_the_field() -> None:
-    for field, value in [("store", True), ("reasoning_effort", "low"), ("verbosity", "high")]:
+    for field, value in [("store", True), ("verbosity", "high")]:
         with pytest.raises(UnsupportedParameter) as exc:
             ChatCompletionRequest(messages=USER, **{field: value}).check_supported()
         assert exc.value.param == field

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from ..core import reply
 from ..core import tools as tooling
-from ..core.plan import Limits, Plan, ToolCall, ToolPlan, Turn, parse_keep_alive
+from ..core.plan import Limits, Plan, Reasoning, ToolCall, ToolPlan, Turn, parse_keep_alive
 from ..core.run import Run, start
 from ..engine.grammar import json_object_grammar, schema_grammar
 from ..errors import InvalidRequest
@@ -49,6 +49,7 @@ def turns_of(body: ChatCompletionRequest) -> tuple[Turn, ...]:
                     tool_calls=tuple(
                         ToolCall(c.id, c.function.name, c.function.arguments) for c in calls
                     ),
+                    reasoning=m.reasoning_content or m.reasoning or "",
                 )
             )
         else:
@@ -105,7 +106,25 @@ def translate(state: ServerState, body: ChatCompletionRequest) -> Plan:
         keep_alive=parse_keep_alive(body.keep_alive),
         reload=bool(body.reload),
         prompt_chunk=body.prompt_batch_size,
+        reasoning=_reasoning(body),
+        template_vars=tuple((body.chat_template_kwargs or {}).items()),
     )
+
+
+def _reasoning(body: ChatCompletionRequest) -> Reasoning:
+    """`reasoning_effort`, and `enable_thinking` among `chat_template_kwargs`."""
+    kwargs = body.chat_template_kwargs or {}
+    enabled = kwargs.get("enable_thinking")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise InvalidRequest(
+            "enable_thinking must be true or false", param="chat_template_kwargs.enable_thinking"
+        )
+    budget = body.reasoning_budget
+    if body.reasoning_effort is not None:
+        return Reasoning(enabled=enabled, effort=body.reasoning_effort, budget=budget)
+    if budget is not None:
+        return Reasoning(enabled=enabled, budget=budget, param="reasoning_budget")
+    return Reasoning(enabled=enabled, param="chat_template_kwargs.enable_thinking")
 
 
 # -- render ---------------------------------------------------------------------------------
@@ -114,6 +133,8 @@ def translate(state: ServerState, body: ChatCompletionRequest) -> Plan:
 def _message(body: ChatCompletionRequest, end: reply.Finished) -> tuple[dict[str, Any], str]:
     """The assistant message and finish reason of a finished choice."""
     message: dict[str, Any] = {"role": "assistant", "content": end.content, "refusal": None}
+    if end.reasoning is not None:
+        message |= thought(end.reasoning)
     if not (end.calls or end.cut_calls):
         return message, end.finish
     calls = [_wire_call(c) for c in end.calls or end.cut_calls]
@@ -123,6 +144,12 @@ def _message(body: ChatCompletionRequest, end: reply.Finished) -> tuple[dict[str
         return message, "function_call" if whole else end.finish
     message["tool_calls"] = calls
     return message, "tool_calls" if whole else end.finish
+
+
+def thought(text: str) -> dict[str, str]:
+    """A reply's thinking under both names clients read it by: `reasoning_content` (DeepSeek,
+    llama-server) and `reasoning` (OpenRouter, Ollama's OpenAI API, LocalAI)."""
+    return {"reasoning_content": text, "reasoning": text}
 
 
 def _wire_call(c: ToolCall) -> dict[str, Any]:
@@ -157,7 +184,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         "model": run.loaded.entry.id,
         "system_fingerprint": None,
         "choices": out,
-        "usage": openai_usage(state, run.tokens(), template),
+        "usage": openai_usage(state, run, template),
     }
 
 
@@ -177,6 +204,9 @@ async def _stream(
     for c in run.choices:
         yield chunk(c.index, {"role": "assistant", "content": ""}, None)
     async for ev in reply.stream(run, plan.tools):
+        if isinstance(ev, reply.ReasoningDelta):
+            yield chunk(ev.index, thought(ev.text), None)
+            continue
         if isinstance(ev, reply.TextDelta):
             lp = None
             if body.logprobs and ev.logprob is not None:
@@ -204,5 +234,5 @@ async def _stream(
             "model": run.loaded.entry.id,
             "system_fingerprint": None,
             "choices": [],
-            "usage": openai_usage(state, run.tokens(), template),
+            "usage": openai_usage(state, run, template),
         }

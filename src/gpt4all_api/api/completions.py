@@ -130,7 +130,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Any:
             }
             for i, c in enumerate(choices)
         ],
-        "usage": openai_usage(state, run.tokens(), template),
+        "usage": openai_usage(state, run, template),
     }
 
 
@@ -221,5 +221,5 @@ async def _stream(
             "created": run.created,
             "model": model,
             "choices": [],
-            "usage": openai_usage(state, run.tokens(), template),
+            "usage": openai_usage(state, run, template),
         }

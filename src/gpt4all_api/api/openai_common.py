@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from ..core.plan import Sampling
+from ..core.run import Run
 from ..errors import UnknownParameter, UnsupportedParameter
 from ..protocol.common import SamplingFields
 from ..state import ServerState
@@ -55,16 +56,14 @@ def sampling_of(req: SamplingFields) -> Sampling:
     )
 
 
-def openai_usage(
-    state: ServerState, tokens: tuple[int, int, int], prompt_template: str | None
-) -> dict[str, Any]:
-    prompt, completion, cached = tokens
+def openai_usage(state: ServerState, run: Run, prompt_template: str | None) -> dict[str, Any]:
+    prompt, completion, cached = run.tokens()
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached},
-        "completion_tokens_details": {"reasoning_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": run.reasoning_tokens},
         "thread_count": state.settings.threads,
         "prompt_template": prompt_template,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import InvalidRequest
 from .tools import Tool
@@ -36,6 +36,7 @@ class Turn:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    reasoning: str = ""  # an assistant turn's thinking, for templates that keep it
 
 
 def call_name(turns: list[Turn] | tuple[Turn, ...], call_id: str) -> str | None:
@@ -81,6 +82,22 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Reasoning:
+    """A request's thinking controls, in no dialect's words. None everywhere: the model's own
+    default.
+
+    `enabled`: thinking asked for (True) or turned off (False). `effort`: `none`, `minimal`,
+    `low`, `medium` or `high`. `budget`: the most tokens the thinking may take. `strict`: a model
+    that does not reason refuses the ask (a 400 naming `param`) instead of answering without."""
+
+    enabled: bool | None = None
+    effort: str | None = None
+    budget: int | None = None
+    param: str = "reasoning_effort"
+    strict: bool = True
+
+
+@dataclass(frozen=True)
 class Limits:
     """How long the reply may be. `max_tokens` None: the room left in the context.
 
@@ -116,6 +133,9 @@ class Plan:
     keep_alive: float | None = None
     reload: bool = False
     prompt_chunk: int | None = None
+    reasoning: Reasoning = field(default_factory=Reasoning)
+    #: Extra variables for the model's Jinja chat template (`chat_template_kwargs`).
+    template_vars: tuple[tuple[str, Any], ...] = ()
 
 
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")

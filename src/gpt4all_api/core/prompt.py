@@ -14,6 +14,7 @@ from typing import Any
 from ..engine import templates
 from ..errors import InvalidRequest
 from ..library.registry import Loaded
+from . import reasoning
 from . import tools as tooling
 from .plan import Plan, Turn
 
@@ -23,12 +24,28 @@ class Prompt:
     tokens: list[int]
     stops: tuple[str, ...]  # extra stop strings the format needs
     template: str  # which format made it: the %1 template, "gguf:tokenizer.chat_template", …
+    thinking: reasoning.Resolved = reasoning.NO_REASONING  # how the reply's thinking is handled
 
 
-def build(loaded: Loaded, plan: Plan, server_template: str = "%1") -> Prompt:
-    """The prompt for a plan: its turns through the chat format, or its raw prompt."""
+def build(
+    loaded: Loaded,
+    plan: Plan,
+    server_template: str = "%1",
+    reasoning_tags: tuple[str, str] | None = None,
+    reasoning_budget: int | None = None,
+) -> Prompt:
+    """The prompt for a plan: its turns through the chat format, or its raw prompt.
+    `reasoning_tags` and `reasoning_budget`: the server's settings for reasoning models."""
     if plan.turns:
-        return _chat(loaded, plan)
+        fmt = reasoning.detect(loaded.model.chat_template, reasoning_tags)
+        thinking = reasoning.resolve(
+            fmt,
+            plan.reasoning,
+            loaded.entry.id,
+            grammar=plan.grammar is not None,
+            default_budget=reasoning_budget,
+        )
+        return _chat(loaded, plan, thinking)
     return _completion(loaded, plan, server_template)
 
 
@@ -74,8 +91,9 @@ def chat_defaults(
     return messages, None, None
 
 
-def _chat(loaded: Loaded, plan: Plan) -> Prompt:
+def _chat(loaded: Loaded, plan: Plan, thinking: reasoning.Resolved) -> Prompt:
     model = loaded.model
+    stops = thinking.fmt.stops if thinking.fmt else ()
     native = tooling.template_knows_tools(model.chat_template) and not plan.prompt_template
     offered = list(plan.tools.offered)
     messages = [_message(t, native) for t in plan.turns]
@@ -84,9 +102,9 @@ def _chat(loaded: Loaded, plan: Plan) -> Prompt:
     messages, prompt_template, system_prompt = chat_defaults(loaded, messages, plan.prompt_template)
     if prompt_template:
         text = templates.render_gpt4all(prompt_template, messages, system_prompt)
-        return Prompt(model.tokenize(text), (), prompt_template)
+        return Prompt(model.tokenize(text + thinking.prefill), stops, prompt_template, thinking)
     if model.chat_template:
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {**thinking.template_vars, **dict(plan.template_vars)}
         if offered and native:
             extra["tools"] = [t.as_openai() for t in offered]
         text = templates.render_jinja(
@@ -96,9 +114,12 @@ def _chat(loaded: Loaded, plan: Plan) -> Prompt:
             eos_token=model.eos_text,
             **extra,
         )
-        return Prompt(model.tokenize(text), (), "gguf:tokenizer.chat_template")
+        template = "gguf:tokenizer.chat_template"
+        return Prompt(model.tokenize(text + thinking.prefill), stops, template, thinking)
     text = templates.render_plain(messages)
-    return Prompt(model.tokenize(text), templates.PLAIN_STOPS, "plain")
+    return Prompt(
+        model.tokenize(text + thinking.prefill), templates.PLAIN_STOPS + stops, "plain", thinking
+    )
 
 
 def _message(turn: Turn, native_tools: bool) -> dict[str, Any]:
@@ -115,9 +136,15 @@ def _message(turn: Turn, native_tools: bool) -> dict[str, Any]:
         return {"role": "user", "content": f"<tool_response>\n{turn.content}\n</tool_response>"}
     if turn.role == "assistant" and turn.tool_calls:
         if native_tools:
+            thought = (
+                {"reasoning_content": turn.reasoning, "thinking": turn.reasoning}
+                if turn.reasoning
+                else {}
+            )
             return {
                 "role": "assistant",
                 "content": turn.content,
+                **thought,
                 "tool_calls": [
                     {
                         "id": c.id,
@@ -131,6 +158,15 @@ def _message(turn: Turn, native_tools: bool) -> dict[str, Any]:
             tooling.render_call_text(c.name, c.arguments) for c in turn.tool_calls
         )
         return {"role": "assistant", "content": text}
+    if turn.role == "assistant" and turn.reasoning:
+        # the names reasoning templates read it by (Qwen3 and others, gpt-oss); a template
+        # that drops earlier thinking (R1) reads neither
+        return {
+            "role": "assistant",
+            "content": turn.content,
+            "reasoning_content": turn.reasoning,
+            "thinking": turn.reasoning,
+        }
     return {"role": turn.role, "content": turn.content}
 
 

@@ -26,6 +26,14 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningDelta:
+    """The model's thinking for choice `index`, never part of its answer."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
 class Finished:
     """Choice `index` is done. `tail` is answer text not yet sent as a `TextDelta`.
 
@@ -43,9 +51,11 @@ class Finished:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning: str | None = None  # the whole thinking (None: the model did not think)
+    reasoning_tokens: int = 0
 
 
-ReplyEvent = TextDelta | Finished
+ReplyEvent = TextDelta | ReasoningDelta | Finished
 
 
 @dataclass
@@ -85,6 +95,8 @@ def final(tools: ToolPlan, c: Choice, *, streamed: bool = False) -> Finished:
         prompt_tokens=c.prompt_tokens,
         completion_tokens=c.completion_tokens,
         cached_tokens=c.cached_tokens,
+        reasoning="".join(c.reasoning) if c.reasoning else None,
+        reasoning_tokens=c.reasoning_tokens,
     )
 
 
@@ -100,7 +112,9 @@ async def stream(run: Run, tools: ToolPlan) -> AsyncIterator[ReplyEvent]:
     holding = tools.forced or (tools.mode == "auto" and bool(tools.offered))
     states = {c.index: _State(streaming=not holding) for c in run.choices}
     async for ev in run.events():
-        if isinstance(ev, TextEvent):
+        if isinstance(ev, TextEvent) and ev.reasoning:
+            yield ReasoningDelta(ev.index, ev.text)
+        elif isinstance(ev, TextEvent):
             st = states[ev.index]
             if tools.forced:
                 if ev.logprob is not None:

@@ -31,6 +31,7 @@ from ..library.registry import Loaded
 from ..middleware import request_trace
 from ..state import ServerState
 from . import prompt as prompting
+from . import reasoning
 from .plan import Limits, Plan, Sampling
 
 log = logging.getLogger(__name__)
@@ -117,12 +118,21 @@ def generation_request(
     state: ServerState, loaded: Loaded, plan: Plan, prompt: prompting.Prompt, **extra: Any
 ) -> GenerationRequest:
     """The engine request for one prompt of a plan."""
+    model = loaded.model
+    think = reasoning.spec(
+        prompt.thinking,
+        lambda t: model.tokenize(t, add_special=False),
+        lambda ids: model.detokenize(ids, special=True),
+        plan.grammar,
+    )
+    grammar = None if think is not None else plan.grammar  # else it follows the thinking
     return GenerationRequest(
         prompt_tokens=prompt.tokens,
         max_tokens=budget(state, loaded, len(prompt.tokens), plan.limits),
-        sampling=sampling_params(plan.sampling, loaded, plan.grammar, state.settings.temperature),
+        sampling=sampling_params(plan.sampling, loaded, grammar, state.settings.temperature),
         # a grammar ends the reply itself: a stop string could only cut its JSON short
         stop=() if plan.grammar is not None else plan.stop + prompt.stops,
+        reasoning=think,
         prompt_chunk=plan.prompt_chunk or state.settings.prompt_batch_size,
         n=plan.n,
         logprobs=plan.logprobs,
@@ -134,7 +144,7 @@ async def start(state: ServerState, plan: Plan, prefix: str = "chatcmpl") -> Run
     """Load the plan's model, build its prompt and submit it: the running generation."""
     loaded = await load_model(state, plan)
     while True:
-        prompt = prompting.build(loaded, plan, state.settings.prompt_template)
+        prompt = _build(state, loaded, plan)
         try:
             request = generation_request(state, loaded, plan, prompt)
             break
@@ -160,9 +170,16 @@ def _drop_oldest_turn(plan: Plan) -> Plan | None:
     return replace(plan, turns=tuple(turns))
 
 
+def _build(state: ServerState, loaded: Loaded, plan: Plan) -> prompting.Prompt:
+    s = state.settings
+    return prompting.build(
+        loaded, plan, s.prompt_template, s.reasoning_markers, s.reasoning_budget
+    )
+
+
 def count_prompt(state: ServerState, loaded: Loaded, plan: Plan) -> int:
     """The number of prompt tokens a plan would use (nothing is run)."""
-    return len(prompting.build(loaded, plan, state.settings.prompt_template).tokens)
+    return len(_build(state, loaded, plan).tokens)
 
 
 def with_limits(plan: Plan, **changes: Any) -> Plan:
@@ -173,7 +190,9 @@ def with_limits(plan: Plan, **changes: Any) -> Plan:
 class Choice:
     index: int
     prompt_index: int  # which prompt (of a completions request with several) it answers
-    text: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)  # the answer
+    reasoning: list[str] = field(default_factory=list)  # the thinking, for a model that reasons
+    reasoning_tokens: int = 0
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -219,7 +238,7 @@ class Run:
                     raise ev.error
                 c = self.choices[ev.index]
                 if isinstance(ev, TextEvent):
-                    c.text.append(ev.text)
+                    (c.reasoning if ev.reasoning else c.text).append(ev.text)
                     if ev.logprob is not None:
                         c.logprobs.append(ev.logprob)
                 elif isinstance(ev, FinishEvent):
@@ -228,6 +247,7 @@ class Run:
                     c.completion_tokens = ev.completion_tokens
                     c.cached_tokens = ev.cached_tokens
                     c.stop_string = ev.stop_string
+                    c.reasoning_tokens = ev.reasoning_tokens
                     self._open -= 1
                 elif isinstance(ev, PromptLogprobsEvent):
                     c.prompt_logprobs = ev.entries
@@ -259,6 +279,10 @@ class Run:
     async def _drain(self) -> None:
         async for _ in self.events():
             pass
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return sum(c.reasoning_tokens for c in self.choices)
 
     def tokens(self) -> tuple[int, int, int]:
         """(prompt, completion, cached) tokens; a prompt evaluated once for `n` choices counts

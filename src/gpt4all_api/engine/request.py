@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..errors import APIError
+from .reasoning import ReasoningSpec
 from .sampling import SamplingParams
 
 _ids = itertools.count(1)
@@ -27,6 +28,9 @@ class GenerationRequest:
     n: int = 1  # choices sampled from one evaluation of the prompt
     logprobs: int | None = None  # None: none; k: the chosen token's and the top k alternatives'
     echo_logprobs: bool = False  # also score every prompt token
+    #: How the model marks its thinking, for a model that reasons. Stop strings then apply to the
+    #: answer only, and `sampling.grammar` must be None (the spec's grammar follows the thinking).
+    reasoning: ReasoningSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +44,15 @@ class TokenLogprob:
 class TextEvent:
     """New text for choice `index` (may be empty when the token's bytes are incomplete).
 
-    `token` is -1 for text flushed at the end that belongs to no new token."""
+    `token` is -1 for text flushed at the end that belongs to no new token, or for the second
+    piece of a token's text when it holds both the end of the thinking and the answer.
+    `reasoning`: the text is the model's thinking, not its answer."""
 
     index: int
     text: str
     token: int
     logprob: TokenLogprob | None = None
+    reasoning: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,7 @@ class FinishEvent:
     completion_tokens: int
     cached_tokens: int
     stop_string: str | None = None  # the stop string that ended it, if one did
+    reasoning_tokens: int = 0  # of `completion_tokens`, those spent thinking
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import queue
 import threading
@@ -22,6 +23,7 @@ import llama_cpp as lc
 from ..errors import APIError, EngineError, InvalidRequest, Overloaded
 from .logprobs import LogprobReader
 from .model import Model
+from .reasoning import ReasoningSpec, ReasoningSplitter
 from .request import (
     ErrorEvent,
     FinishEvent,
@@ -29,8 +31,9 @@ from .request import (
     PromptLogprobsEvent,
     RequestHandle,
     TextEvent,
+    TokenLogprob,
 )
-from .sampling import SamplerChain
+from .sampling import SamplerChain, SamplingParams
 from .sequences import EngineConfig, EngineStats, Job, Slot, common_prefix_len
 from .text import StopMatcher
 
@@ -88,6 +91,7 @@ class Engine:
         self.crashed = False
         self._steps = 0
         self._generated = 0
+        self._reasoning = 0
         self._prompt_total = 0
         self._cached_total = 0
         self.last_used = time.monotonic()
@@ -158,6 +162,7 @@ class Engine:
             kv_capacity=self.n_ctx_seq * len(self._slots),
             steps=self._steps,
             generated_tokens=self._generated,
+            reasoning_tokens=self._reasoning,
             prompt_tokens=self._prompt_total,
             cached_prompt_tokens=self._cached_total,
         )
@@ -213,7 +218,7 @@ class Engine:
                     for group in self._waiting:
                         group[0].handle.push(ErrorEvent(Overloaded("the server is shutting down")))
                         for job in group:
-                            job.chain.free()
+                            job.free_chains()
                     self._waiting.clear()
 
     def _enqueue(self, handle: RequestHandle) -> None:
@@ -224,13 +229,7 @@ class Engine:
                 sampling = req.sampling
                 if j and sampling.seed is not None:  # distinct yet reproducible choices
                     sampling = sampling.with_seed(sampling.seed + j)
-                try:
-                    chain = SamplerChain(sampling, self.model.vocab, self.model.n_vocab)
-                except ValueError as exc:
-                    raise InvalidRequest(str(exc), param="response_format") from exc
-                if sampling.uses_penalties:
-                    n = sampling.repeat_last_n
-                    chain.accept_history(req.prompt_tokens[-n:] if n > 0 else req.prompt_tokens)
+                chain = self._chain(sampling, req.prompt_tokens)
                 job = Job(
                     handle=handle,
                     index=handle.index + j,
@@ -238,21 +237,38 @@ class Engine:
                     chain=chain,
                     stops=StopMatcher(req.stop),
                 )
+                group.append(job)
+                if req.reasoning is not None:
+                    job.think = ReasoningSplitter(req.reasoning)
+                    if req.reasoning.grammar is not None:
+                        job.answer_chain = self._chain(
+                            dataclasses.replace(sampling, grammar=req.reasoning.grammar),
+                            req.prompt_tokens,
+                        )
                 if req.logprobs is not None and sampling.uses_penalties:
                     n = sampling.repeat_last_n
                     job.history = collections.deque(
                         req.prompt_tokens[-n:] if n > 0 else req.prompt_tokens,
                         maxlen=n if n > 0 else None,
                     )
-                group.append(job)
         except Exception:
             for job in group:
-                job.chain.free()
+                job.free_chains()
             raise
         for job in group[1:]:
             job.leader = group[0]
         group[0].followers = group[1:]
         self._waiting.append(group)
+
+    def _chain(self, sampling: SamplingParams, prompt: list[int]) -> SamplerChain:
+        try:
+            chain = SamplerChain(sampling, self.model.vocab, self.model.n_vocab)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="response_format") from exc
+        if sampling.uses_penalties:
+            n = sampling.repeat_last_n
+            chain.accept_history(prompt[-n:] if n > 0 else prompt)
+        return chain
 
     def _cancel(self, handle: RequestHandle) -> None:
         for job in [j for j in self._active if j.handle is handle]:
@@ -261,7 +277,7 @@ class Engine:
             if group[0].handle is handle:
                 self._waiting.remove(group)
                 for job in group:
-                    job.chain.free()
+                    job.free_chains()
 
     def _admit(self) -> None:
         while self._waiting:
@@ -393,23 +409,41 @@ class Engine:
         if job.request.max_tokens <= 0:
             self._finish(job, "length")
             return
-        token = job.chain.sample(self._ctx, job.batch_index)
-        handle = job.handle
-        if self.model.is_eog(token):
-            self._finish(job, "stop")
-            return
+        think = job.think
+        spec = job.request.reasoning
+        if think is not None and spec is not None:
+            self._steer(job, think, spec)
         logprob = None
-        if job.request.logprobs is not None:
-            logprob = self._logprobs.read(
-                job.batch_index, token, job.request.logprobs, job.chain.params, job.history or ()
-            )
-            if job.history is not None:
-                job.history.append(token)
+        if job.forced:
+            token = job.forced.popleft()
+            lc.llama_sampler_accept(job.chain.ptr, token)
+        else:
+            token = job.chain.sample(self._ctx, job.batch_index)
+            if self.model.is_eog(token):
+                self._finish(job, "stop")
+                return
+            if job.request.logprobs is not None:
+                logprob = self._logprobs.read(
+                    job.batch_index,
+                    token,
+                    job.request.logprobs,
+                    job.chain.params,
+                    job.history or (),
+                )
+        if job.history is not None:
+            job.history.append(token)
         job.n_generated += 1
         self._generated += 1
-        text = job.decoder.feed(self.model.token_bytes(token))
-        out, stopped = job.stops.feed(text) if text else ("", False)
-        if not handle.push(TextEvent(job.index, out, token, logprob)):
+        text = job.decoder.feed(self.model.token_bytes(token, special=think is not None))
+        if think is None:
+            out, stopped = job.stops.feed(text) if text else ("", False)
+            pushed = job.handle.push(TextEvent(job.index, out, token, logprob))
+        else:
+            was_thinking = not think.answering
+            pushed, stopped = self._push_split(job, think.feed(text), token, logprob)
+            if was_thinking and think.answering and not job.forced:
+                self._thinking_ended(job)
+        if not pushed:
             self._finish(job, None)
             return
         if stopped:
@@ -421,16 +455,54 @@ class Engine:
         else:
             job.pending = token
 
+    def _push_split(
+        self,
+        job: Job,
+        pieces: list[tuple[bool, str]],
+        token: int,
+        logprob: TokenLogprob | None,
+    ) -> tuple[bool, bool]:
+        """Send a reasoning model's text pieces; stop strings apply to the answer only.
+        Returns (the client is still there, a stop string matched)."""
+        events: list[TextEvent] = []
+        stopped = False
+        for reasoning, text in pieces:
+            if not reasoning:
+                text, stopped = job.stops.feed(text)
+            if text:
+                events.append(TextEvent(job.index, text, -1, None, reasoning))
+            if stopped:
+                break
+        if events:
+            events[0] = dataclasses.replace(events[0], token=token, logprob=logprob)
+        else:
+            events.append(TextEvent(job.index, "", token, logprob))
+        return all(job.handle.push(e) for e in events), stopped
+
+    def _thinking_ended(self, job: Job) -> None:
+        """The model closed its thinking itself: a format with an answer header gets it written
+        for it when a grammar is to follow (the grammar applies after the header)."""
+        spec = job.request.reasoning
+        if job.answer_chain is not None and spec is not None and not job.forced:
+            job.forced.extend(spec.header_tokens)
+
+    def _steer(self, job: Job, think: ReasoningSplitter, spec: ReasoningSpec) -> None:
+        """Before a reasoning model's next token: close a thinking whose budget is spent, and put
+        the answer's grammar in place once everything the server writes is written."""
+        spent = spec.budget is not None and think.reasoning_tokens + spec.close_count >= spec.budget
+        if think.thinking and not job.forced and spent:
+            job.forced.extend(spec.close_tokens)
+        if job.answer_chain is not None and think.answering and not job.forced:
+            job.chain.free()
+            job.chain, job.answer_chain = job.answer_chain, None
+
     def _finish(self, job: Job, reason: str | None, *, matched_stop: bool = False) -> None:
         """End a job; `reason` None means cancelled (nothing more is sent)."""
+        if job.think is not None:
+            self._reasoning += job.think.reasoning_tokens
         if reason is not None:
-            tail = ""
             if not matched_stop:  # text held back for a possible stop string is real output
-                tail, stopped = job.stops.feed(job.decoder.flush())
-                if not stopped:
-                    tail += job.stops.flush()
-            if tail:
-                job.handle.push(TextEvent(job.index, tail, -1))
+                self._flush_text(job)
             job.handle.push(
                 FinishEvent(
                     index=job.index,
@@ -439,9 +511,26 @@ class Engine:
                     completion_tokens=job.n_generated,
                     cached_tokens=job.cached_tokens,
                     stop_string=job.stops.matched if matched_stop else None,
+                    reasoning_tokens=job.think.reasoning_tokens if job.think else 0,
                 )
             )
         self._release(job)
+
+    def _flush_text(self, job: Job) -> None:
+        rest = job.decoder.flush()
+        if job.think is None:
+            tail, stopped = job.stops.feed(rest)
+            if not stopped:
+                tail += job.stops.flush()
+            if tail:
+                job.handle.push(TextEvent(job.index, tail, -1))
+            return
+        pieces = job.think.feed(rest, token=False) + job.think.flush()
+        _, stopped = self._push_split(job, pieces, -1, None)
+        if not stopped:
+            tail = job.stops.flush()
+            if tail:
+                job.handle.push(TextEvent(job.index, tail, -1))
 
     def _release(self, job: Job) -> None:
         job.done = True
@@ -458,7 +547,7 @@ class Engine:
         for f in job.followers:  # followers cannot outlive a cancelled leader's prefill
             if not f.done:
                 self._release(f)
-        job.chain.free()
+        job.free_chains()
 
     def _decode_failed(self, rc: int) -> None:
         log.error("llama_decode failed with %d for %d sequences", rc, len(self._active))

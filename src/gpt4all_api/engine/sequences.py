@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
+from .reasoning import ReasoningSplitter
 from .request import GenerationRequest, RequestHandle, TokenLogprob
 from .sampling import SamplerChain
 from .text import StopMatcher, TokenTextDecoder
@@ -48,10 +49,21 @@ class Job:
     prompt_scores: list[TokenLogprob | None] = field(default_factory=list)
     history: collections.deque[int] | None = None  # penalty window, kept for logprobs
     done: bool = False
+    think: ReasoningSplitter | None = None  # for a model that reasons
+    answer_chain: SamplerChain | None = None  # the chain with the answer's grammar, once it applies
+    forced: collections.deque[int] = field(
+        default_factory=collections.deque
+    )  # written, not sampled
 
     @property
     def request(self) -> GenerationRequest:
         return self.handle.request
+
+    def free_chains(self) -> None:
+        self.chain.free()
+        if self.answer_chain is not None:
+            self.answer_chain.free()
+            self.answer_chain = None
 
 
 @dataclass(eq=False)
@@ -74,3 +86,4 @@ class EngineStats:
     generated_tokens: int
     prompt_tokens: int
     cached_prompt_tokens: int
+    reasoning_tokens: int = 0  # of `generated_tokens`, those spent thinking

@@ -45,6 +45,8 @@ class ChatMessage(BaseModel):
     tool_call_id: str | None = None
     function_call: FunctionCall | None = None
     refusal: str | None = None
+    reasoning_content: str | None = None  # an earlier reply's thinking, as this server sends it
+    reasoning: str | None = None  # the same, under the name some clients use
 
     def text(self, index: int) -> str:
         if self.content is None:
@@ -115,7 +117,9 @@ class ChatCompletionRequest(SamplingFields):
     parallel_tool_calls: bool | None = None
     prediction: Any = None
     prompt_cache_key: str | None = None
-    reasoning_effort: str | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # extension: the model's template variables
+    reasoning_budget: int | None = Field(None, ge=0)  # extension: most tokens spent thinking
     response_format: ResponseFormat | None = None
     safety_identifier: str | None = None
     service_tier: str | None = None
@@ -134,7 +138,6 @@ class ChatCompletionRequest(SamplingFields):
             raise UnsupportedParameter("only the 'text' modality is supported", param="modalities")
         refuse_unless(self.prediction, (), "prediction")
         refuse_unless(self.web_search_options, (), "web_search_options", "no web search")
-        refuse_unless(self.reasoning_effort, (), "reasoning_effort")
         refuse_unless(self.verbosity, "medium", "verbosity")
         refuse_unless(self.service_tier, ("auto", "default"), "service_tier")
         refuse_unless(self.store, False, "store", "completions are not stored")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -44,8 +45,17 @@ def tool_use(call: ToolCall, whole: bool = True) -> dict[str, Any]:
     }
 
 
+def signature(thinking: str) -> str:
+    """A thinking block's signature: a digest of its text (the server keeps no secret)."""
+    return hashlib.sha256(thinking.encode()).hexdigest()
+
+
 def message(run: Run, end: reply.Finished, plan: Plan) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
+    if end.reasoning is not None:
+        content.append(
+            {"type": "thinking", "thinking": end.reasoning, "signature": signature(end.reasoning)}
+        )
     if end.content:
         content.append({"type": "text", "text": end.content})
     content += [tool_use(c) for c in end.calls]
@@ -80,9 +90,23 @@ async def stream(run: Run, plan: Plan) -> AsyncIterator[Event]:
     yield "ping", {"type": "ping"}
     index = -1  # the open block
     text_open = False
+    thinking: list[str] | None = None  # the open thinking block's text
     end: reply.Finished | None = None
     async for item in reply.stream(run, plan.tools):
+        if isinstance(item, reply.ReasoningDelta):
+            if thinking is None:
+                thinking, index = [], index + 1
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+                yield "content_block_start", _event("content_block_start", index, block)
+            thinking.append(item.text)
+            delta = {"type": "thinking_delta", "thinking": item.text}
+            yield "content_block_delta", _event("content_block_delta", index, delta=delta)
+            continue
         piece = item.text if isinstance(item, reply.TextDelta) else item.tail
+        if thinking is not None and (piece or isinstance(item, reply.Finished)):
+            for event in _close_thinking(index, thinking):
+                yield event
+            thinking = None
         if piece:
             if not text_open:
                 text_open, index = True, index + 1
@@ -111,6 +135,14 @@ async def stream(run: Run, plan: Plan) -> AsyncIterator[Event]:
         },
     )
     yield "message_stop", {"type": "message_stop"}
+
+
+def _close_thinking(index: int, text: list[str]) -> list[Event]:
+    delta = {"type": "signature_delta", "signature": signature("".join(text))}
+    return [
+        ("content_block_delta", _event("content_block_delta", index, delta=delta)),
+        ("content_block_stop", _event("content_block_stop", index)),
+    ]
 
 
 def _event(

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...api.openai_common import check_unknown
 from ...core import tools as tooling
-from ...core.plan import Limits, Plan, Sampling, ToolCall, ToolPlan, Turn, call_name
+from ...core.plan import Limits, Plan, Reasoning, Sampling, ToolCall, ToolPlan, Turn, call_name
 from ...engine.grammar import schema_grammar
 from ...errors import InvalidRequest, UnsupportedParameter
 from ...state import ServerState
@@ -113,6 +113,7 @@ def turns_of(messages: list[Message]) -> list[Turn]:
     for i, m in enumerate(messages):
         texts: list[str] = []
         calls: list[ToolCall] = []
+        thought: list[str] = []
         for block, where in _blocks(m.content, f"messages[{i}].content"):
             kind = block.get("type") if isinstance(block, dict) else None
             if kind == "text":
@@ -124,14 +125,19 @@ def turns_of(messages: list[Message]) -> list[Turn]:
                     turns.append(Turn("user", JOIN.join(texts)))
                     texts = []
                 turns.append(_tool_result(block, where, turns))
+            elif kind == "thinking" and m.role == "assistant":
+                text = block.get("thinking")
+                if not isinstance(text, str):
+                    raise _invalid(f"{where}.thinking", "a thinking block needs its text")
+                thought.append(text)  # the model's template keeps or drops it
             elif kind in _DROPPED and m.role == "assistant":
-                continue
+                continue  # redacted: nothing to give back
             elif kind in ("tool_use", "tool_result"):
                 raise _invalid(f"{where}.type", f"{kind} blocks cannot be in a {m.role} message")
             else:
                 raise _unsupported_block(kind, where)
         if texts or calls or m.role == "assistant":
-            turns.append(Turn(m.role, JOIN.join(texts), tuple(calls)))
+            turns.append(Turn(m.role, JOIN.join(texts), tuple(calls), reasoning="".join(thought)))
     return turns
 
 
@@ -183,6 +189,26 @@ def _grammar(body: CountTokensRequest, tools: ToolPlan) -> str | None:
     return schema_grammar(fmt.schema_, "output_config.format.schema")
 
 
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+
+
+def _reasoning(body: CountTokensRequest) -> Reasoning:
+    """`thinking` (and `output_config.effort`): steers a model that reasons; a model that does
+    not answers without thinking blocks (agents ask every model for thinking)."""
+    t = body.thinking
+    effort = body.output_config.effort if body.output_config else None
+    if effort is not None and effort not in _EFFORTS:
+        raise _invalid("output_config.effort", f"must be one of {', '.join(_EFFORTS)}")
+    ask = Reasoning(effort=_EFFORTS.get(effort or ""), param="thinking", strict=False)
+    if t is None or t.type in ("adaptive", "between_tools"):
+        return ask
+    if t.type == "disabled":
+        return replace(ask, enabled=False, effort=None)
+    if isinstance(body, MessagesRequest) and t.budget_tokens >= body.max_tokens:
+        raise _invalid("thinking.budget_tokens", "must be less than max_tokens")
+    return replace(ask, enabled=True, budget=t.budget_tokens)
+
+
 def _check_supported(body: CountTokensRequest) -> None:
     if body.mcp_servers:
         raise _invalid("mcp_servers", "this server cannot connect to MCP servers", True)
@@ -205,7 +231,13 @@ def translate(state: ServerState, body: CountTokensRequest) -> Translated:
     turns = ([Turn("system", system)] if system else []) + turns_of(body.messages)
     functions, ignored = _tools(body)
     tools = _tool_plan(body, functions)
-    plan = Plan(model=body.model, turns=tuple(turns), tools=tools, grammar=_grammar(body, tools))
+    plan = Plan(
+        model=body.model,
+        turns=tuple(turns),
+        tools=tools,
+        grammar=_grammar(body, tools),
+        reasoning=_reasoning(body),
+    )
     if isinstance(body, MessagesRequest):
         plan = replace(
             plan,

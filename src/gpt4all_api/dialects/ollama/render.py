@@ -67,15 +67,24 @@ def wire_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
 
 
 def chunk(
-    kind: Kind, model: str, text: str, calls: tuple[ToolCall, ...] = (), **final: Any
+    kind: Kind,
+    model: str,
+    text: str,
+    calls: tuple[ToolCall, ...] = (),
+    thinking: str | None = None,
+    **final: Any,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"model": model, "created_at": timestamp()}
     if kind == "chat":
         out["message"] = {"role": "assistant", "content": text}
+        if thinking is not None:
+            out["message"]["thinking"] = thinking
         if calls:
             out["message"]["tool_calls"] = wire_calls(calls)
     else:
         out["response"] = text
+        if thinking is not None:
+            out["thinking"] = thinking
     out["done"] = bool(final)
     out.update(final)
     return out
@@ -88,7 +97,13 @@ def done_reason(end: reply.Finished) -> str:
 def whole(kind: Kind, model: str, run: Run, end: reply.Finished, clock: Clock) -> dict[str, Any]:
     """The `stream: false` answer."""
     return chunk(
-        kind, model, end.content or "", end.calls, done_reason=done_reason(end), **stats(run, clock)
+        kind,
+        model,
+        end.content or "",
+        end.calls,
+        end.reasoning,
+        done_reason=done_reason(end),
+        **stats(run, clock),
     )
 
 
@@ -100,6 +115,9 @@ def loaded(kind: Kind, model: str, reason: str, clock: Clock | None = None) -> d
 async def stream(kind: Kind, model: str, run: Run, clock: Clock) -> AsyncIterator[dict[str, Any]]:
     assert run.plan is not None
     async for ev in reply.stream(run, run.plan.tools):
+        if isinstance(ev, reply.ReasoningDelta):
+            yield chunk(kind, model, "", thinking=ev.text)
+            continue
         if isinstance(ev, reply.TextDelta):
             if ev.text:
                 yield chunk(kind, model, ev.text)

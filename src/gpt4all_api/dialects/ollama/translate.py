@@ -9,7 +9,16 @@ from typing import Any
 
 from ...api.openai_common import check_unknown
 from ...core import tools as tooling
-from ...core.plan import Limits, Plan, Sampling, ToolCall, ToolPlan, Turn, parse_keep_alive
+from ...core.plan import (
+    Limits,
+    Plan,
+    Reasoning,
+    Sampling,
+    ToolCall,
+    ToolPlan,
+    Turn,
+    parse_keep_alive,
+)
 from ...engine.grammar import json_object_grammar, schema_grammar
 from ...errors import InvalidRequest, NotFound, UnknownParameter, UnsupportedParameter
 from ...state import ServerState
@@ -153,8 +162,6 @@ def grammar_of(fmt: str | dict[str, Any] | None) -> str | None:
 
 def _check_common(state: ServerState, body: ChatRequest | GenerateRequest) -> None:
     check_unknown(state, body)
-    if body.think not in (None, False):
-        raise InvalidRequest(f'"{body.model}" does not support thinking', param="think")
     if body.logprobs or body.top_logprobs:
         raise UnsupportedParameter("logprobs are not supported on /api/*", param="logprobs")
 
@@ -202,7 +209,7 @@ def chat_turns(state: ServerState, messages: list[Message]) -> tuple[Turn, ...]:
                 _call(c, f"{where}.tool_calls[{j}]", f"call_{i}_{j}")
                 for j, c in enumerate(m.tool_calls or [])
             )
-            turns.append(Turn("assistant", text, calls))
+            turns.append(Turn("assistant", text, calls, reasoning=m.thinking or ""))
         elif role == "tool":
             call_id = m.tool_call_id or _call_id(turns, m.tool_name)
             turns.append(Turn("tool", text, tool_call_id=call_id, name=m.tool_name))
@@ -231,6 +238,18 @@ def tool_plan(tools: list[dict[str, Any]] | None) -> ToolPlan:
     return ToolPlan(tuple(out), "auto" if out else "none")
 
 
+def reasoning_of(think: bool | str | None) -> Reasoning:
+    """`think`: true, false, or an effort ("low", "medium", "high"). A model that does not
+    reason refuses any thinking asked for, as Ollama does."""
+    if think is None or isinstance(think, bool):
+        return Reasoning(enabled=think, param="think")
+    if think not in ("low", "medium", "high"):
+        raise InvalidRequest(
+            f'think must be true, false, "low", "medium" or "high", got {think!r}', param="think"
+        )
+    return Reasoning(enabled=True, effort=think, param="think")
+
+
 def _limits(opts: Options, prompt_param: str) -> Limits:
     return Limits(opts.max_tokens, "options.num_predict", prompt_param, clip=True)
 
@@ -249,6 +268,7 @@ def chat(state: ServerState, body: ChatRequest) -> Translated:
         tools=tool_plan(body.tools),
         stream=body.stream is not False,
         keep_alive=parse_keep_alive(body.keep_alive),
+        reasoning=reasoning_of(body.think),
     )
     return Translated(plan, opts.num_ctx)
 
@@ -293,5 +313,6 @@ def generate(state: ServerState, body: GenerateRequest) -> Translated:
         grammar=grammar_of(body.format),
         stream=body.stream is not False,
         keep_alive=parse_keep_alive(body.keep_alive),
+        reasoning=reasoning_of(body.think),
     )
     return Translated(plan, opts.num_ctx)

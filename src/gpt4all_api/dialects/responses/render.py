@@ -17,7 +17,7 @@ def usage(run: Run) -> dict[str, Any]:
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": cached},
         "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": run.reasoning_tokens},
         "total_tokens": prompt + completion,
     }
 
@@ -45,7 +45,10 @@ def skeleton(body: ResponsesRequest, run: Run, response_id: str) -> dict[str, An
         "parallel_tool_calls": body.parallel_tool_calls is not False,
         "previous_response_id": body.previous_response_id,
         "prompt_cache_key": body.prompt_cache_key,
-        "reasoning": {"effort": None, "summary": None},
+        "reasoning": {
+            "effort": body.reasoning.effort if body.reasoning else None,
+            "summary": _summary(body),
+        },
         "safety_identifier": body.safety_identifier,
         "service_tier": "default",
         "store": body.store is not False,
@@ -59,6 +62,25 @@ def skeleton(body: ResponsesRequest, run: Run, response_id: str) -> dict[str, An
         "usage": None,
         "user": body.user,
         "metadata": body.metadata or {},
+    }
+
+
+def _summary(body: ResponsesRequest) -> str | None:
+    r = body.reasoning
+    summary = (r.summary or r.generate_summary) if r else None
+    return None if summary == "none" else summary
+
+
+def reasoning_item(item_id: str, text: str, status: str, summary: bool) -> dict[str, Any]:
+    """The model's thinking as a reasoning item: its text as `reasoning_text` content, and as
+    the summary too when one was asked for (the server does not summarise it)."""
+    return {
+        "type": "reasoning",
+        "id": item_id,
+        "status": status,
+        "summary": [{"type": "summary_text", "text": text}] if summary else [],
+        "content": [{"type": "reasoning_text", "text": text}],
+        "encrypted_content": None,
     }
 
 
@@ -94,8 +116,13 @@ def finish(response: dict[str, Any], end: reply.Finished, run: Run) -> dict[str,
     return response
 
 
-def output_items(end: reply.Finished) -> list[dict[str, Any]]:
+def output_items(end: reply.Finished, body: ResponsesRequest) -> list[dict[str, Any]]:
     items = []
+    if end.reasoning is not None:
+        cut = end.finish == "length" and not (end.content or end.calls or end.cut_calls)
+        status = "incomplete" if cut else "completed"
+        item = reasoning_item(new_id("rs", "_"), end.reasoning, status, _summary(body) is not None)
+        items.append(item)
     if end.content:
         items.append(message_item(new_id("msg", "_"), end.content, _item_status(end)))
     items += [call_item(c) for c in end.calls]
@@ -166,6 +193,74 @@ class _MessageEvents:
         return {"item_id": self.id, "output_index": self.index, "content_index": 0}
 
 
+class _ReasoningEvents:
+    """The events of a streamed response's reasoning item: `response.reasoning_text.*`, and
+    `response.reasoning_summary_*` when a summary was asked for."""
+
+    def __init__(self, ev: EventStream, out: list[dict[str, Any]], summary: bool):
+        self.ev, self.out, self.summary = ev, out, summary
+        self.id = new_id("rs", "_")
+        self.text: list[str] = []
+        self.index = -1
+        self.closed = False
+
+    def delta(self, piece: str) -> list[Frame]:
+        frames = []
+        if self.index < 0:
+            self.out.append({**reasoning_item(self.id, "", "in_progress", False), "content": []})
+            self.index = len(self.out) - 1
+            frames.append(
+                self.ev.event(
+                    "response.output_item.added", output_index=self.index, item=dict(self.out[-1])
+                )
+            )
+            part = {"type": "reasoning_text", "text": ""}
+            frames.append(self.ev.event("response.content_part.added", **self._at(), part=part))
+            if self.summary:
+                part = {"type": "summary_text", "text": ""}
+                frames.append(
+                    self.ev.event("response.reasoning_summary_part.added", **self._sum(), part=part)
+                )
+        self.text.append(piece)
+        frames.append(self.ev.event("response.reasoning_text.delta", **self._at(), delta=piece))
+        if self.summary:
+            frames.append(
+                self.ev.event("response.reasoning_summary_text.delta", **self._sum(), delta=piece)
+            )
+        return frames
+
+    def close(self, end: reply.Finished | None) -> list[Frame]:
+        """Close the item: once the answer starts (`end` None), else at the end of the reply
+        (cut short while thinking: `incomplete`)."""
+        if self.index < 0 or self.closed:
+            return []
+        self.closed = True
+        whole = "".join(self.text)
+        status = "completed" if end is None else _item_status(end)
+        done = reasoning_item(self.id, whole, status, self.summary)
+        self.out[self.index] = done
+        frames = [
+            self.ev.event("response.reasoning_text.done", **self._at(), text=whole),
+            self.ev.event("response.content_part.done", **self._at(), part=done["content"][0]),
+        ]
+        if self.summary:
+            part = done["summary"][0]
+            frames += [
+                self.ev.event("response.reasoning_summary_text.done", **self._sum(), text=whole),
+                self.ev.event("response.reasoning_summary_part.done", **self._sum(), part=part),
+            ]
+        frames.append(
+            self.ev.event("response.output_item.done", output_index=self.index, item=done)
+        )
+        return frames
+
+    def _at(self) -> dict[str, Any]:
+        return {"item_id": self.id, "output_index": self.index, "content_index": 0}
+
+    def _sum(self) -> dict[str, Any]:
+        return {"item_id": self.id, "output_index": self.index, "summary_index": 0}
+
+
 def _call_events(
     ev: EventStream, out: list[dict[str, Any]], call: Any, status: str = "completed"
 ) -> list[Frame]:
@@ -199,17 +294,27 @@ async def stream(
     yield ev.event("response.created", response=dict(response))
     yield ev.event("response.in_progress", response=dict(response))
     out: list[dict[str, Any]] = response["output"]
+    thinking = _ReasoningEvents(ev, out, _summary(body) is not None)
     message = _MessageEvents(ev, out)
     try:
         assert run.plan is not None
         end: reply.Finished | None = None
         async for item in reply.stream(run, run.plan.tools):
+            if isinstance(item, reply.ReasoningDelta):
+                for frame in thinking.delta(item.text):
+                    yield frame
+                continue
             piece = item.text if isinstance(item, reply.TextDelta) else item.tail
+            if piece and message.index < 0:
+                for frame in thinking.close(None):
+                    yield frame
             for frame in message.delta(piece) if piece else ():
                 yield frame
             if isinstance(item, reply.Finished):
                 end = item
         assert end is not None
+        for frame in thinking.close(end):
+            yield frame
         for frame in message.close(end):
             yield frame
         for call in end.calls:

@@ -54,7 +54,7 @@ def _stored_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _conversation(t: Translated, instructions: str | None, end: reply.Finished) -> tuple:
     turns = t.plan.turns[1:] if instructions else t.plan.turns
-    return (*turns, Turn("assistant", end.content or "", end.calls))
+    return (*turns, Turn("assistant", end.content or "", end.calls, reasoning=end.reasoning or ""))
 
 
 @router.post("/v1/responses", response_model=None)
@@ -99,7 +99,7 @@ async def create_response(body: ResponsesRequest, request: Request) -> Any:
         )
     choices = await run.collect(request)
     end = reply.final(t.plan.tools, choices[0])
-    response["output"] = render.output_items(end)
+    response["output"] = render.output_items(end, body)
     render.finish(response, end, run)
     await on_done(response, end)
     return JSONResponse(response, headers=headers)

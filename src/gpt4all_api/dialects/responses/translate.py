@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ...api.openai_common import check_unknown
@@ -11,6 +11,7 @@ from ...core import tools as tooling
 from ...core.plan import (
     Limits,
     Plan,
+    Reasoning,
     Sampling,
     ToolCall,
     ToolPlan,
@@ -86,6 +87,7 @@ def _items(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
 def input_turns(items: list[dict[str, Any]]) -> tuple[Turn, ...]:
     """Input items → turns. Function calls join the assistant turn before them."""
     turns: list[Turn] = []
+    thought = ""  # a reasoning item's text, for the assistant turn that follows it
     for i, item in enumerate(items):
         where = f"input[{i}]"
         if not isinstance(item, dict):
@@ -98,14 +100,19 @@ def input_turns(items: list[dict[str, Any]]) -> tuple[Turn, ...]:
                     f"role must be one of {sorted(_ROLES)}, got {role!r}", param=f"{where}.role"
                 )
             text = _text_of(item.get("content"), f"{where}.content")
-            turns.append(Turn("system" if role == "developer" else role, text))
+            if role == "assistant":
+                turns.append(Turn("assistant", text, reasoning=thought))
+            else:
+                turns.append(Turn("system" if role == "developer" else role, text))
+            thought = ""
         elif kind == "function_call":
             call = _call_of(item, where)
-            if turns and turns[-1].role == "assistant":
+            if turns and turns[-1].role == "assistant" and not thought:
                 last = turns.pop()
-                turns.append(Turn("assistant", last.content, (*last.tool_calls, call)))
+                turns.append(replace(last, tool_calls=(*last.tool_calls, call)))
             else:
-                turns.append(Turn("assistant", "", (call,)))
+                turns.append(Turn("assistant", "", (call,), reasoning=thought))
+            thought = ""
         elif kind == "function_call_output":
             call_id = item.get("call_id")
             if not isinstance(call_id, str):
@@ -114,12 +121,22 @@ def input_turns(items: list[dict[str, Any]]) -> tuple[Turn, ...]:
             text = output if isinstance(output, str) else _text_of(output, f"{where}.output")
             turns.append(Turn("tool", text, tool_call_id=call_id, name=call_name(turns, call_id)))
         elif kind == "reasoning":
-            continue  # reasoning a client sends back: not part of the next prompt
+            # earlier thinking sent back: the model's template keeps or drops it
+            thought += _reasoning_text(item, where)
         else:
             raise UnsupportedParameter(
                 f"input items of type '{kind}' are not supported", param=f"{where}.type"
             )
     return tuple(turns)
+
+
+def _reasoning_text(item: dict[str, Any], where: str) -> str:
+    """A reasoning item's text: its `content` (reasoning_text), else its summary."""
+    for key in ("content", "summary"):
+        parts = item.get(key)
+        if parts:
+            return _text_of(parts, f"{where}.{key}")
+    return ""
 
 
 def _call_of(item: dict[str, Any], where: str) -> ToolCall:
@@ -204,6 +221,13 @@ def _grammar(body: ResponsesRequest, tools: ToolPlan) -> str | None:
     return schema_grammar(fmt.schema_, "text.format.schema")
 
 
+def _reasoning(body: ResponsesRequest) -> Reasoning:
+    """`reasoning.effort`: steers a model that reasons; a model that does not answers without
+    (agents send an effort to every model)."""
+    effort = body.reasoning.effort if body.reasoning else None
+    return Reasoning(effort=effort, param="reasoning.effort", strict=False)
+
+
 def _check_supported(body: ResponsesRequest) -> None:
     refuse_unless(body.background, False, "background", "responses run in the foreground")
     refuse_unless(body.conversation, (), "conversation", "use previous_response_id")
@@ -249,5 +273,6 @@ def translate(
         tools=tools,
         stream=bool(body.stream),
         keep_alive=parse_keep_alive(body.keep_alive),
+        reasoning=_reasoning(body),
     )
     return Translated(plan, items, tuple(dict.fromkeys(ignored)))
