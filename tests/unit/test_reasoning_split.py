@@ -114,3 +114,33 @@ def test_detect_families() -> None:
     assert detect("{{ messages }}") is None
     tags = detect("{{ messages }}", ("<r>", "</r>"))
     assert tags is not None and (tags.open, tags.close) == ("<r>", "</r>")
+
+
+def _harmony_spec() -> ReasoningSpec:
+    return ReasoningSpec(
+        open=HARMONY.open,
+        close=HARMONY.close,
+        answer_headers=HARMONY.answer_headers,
+        reopen=HARMONY.reopen,
+        call_header=HARMONY.call_header,
+        call_starts=HARMONY.call_starts,
+        call_end=HARMONY.call_end,
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
+        "<|message|>",
+        "<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>",
+    ],
+)
+def test_harmony_calls_become_tool_call_blocks(header: str) -> None:
+    text = "<|channel|>analysis<|message|>Need weather.<|end|>" + header + '{"city":"Paris"}'
+    want = '<tool_call>{"name": "get_weather", "arguments": {"city":"Paris"}}</tool_call>'
+    for end in ("<|call|>", ""):  # `<|call|>` as text, or the end of the generation (an EOG)
+        for pieces in _cuts(text + end):
+            thinking, answer, s = _run(_harmony_spec(), pieces)
+            assert (thinking, answer) == ("Need weather.", want), pieces
+            assert s.ended == bool(end)

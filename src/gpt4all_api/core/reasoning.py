@@ -18,7 +18,7 @@ from typing import Any
 
 from ..engine import templates
 from ..engine.reasoning import ReasoningSpec
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, UnsupportedParameter
 from .plan import Reasoning
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ class ReasoningFormat:
     header_text: str = ""  # written after a close the model wrote, when a grammar follows
     reopen: str = ""
     stops: tuple[str, ...] = ()  # the answer's end markers, when they are text
+    call_header: str = ""  # tool calls in the format's own markup (see `ReasoningSpec`)
+    call_starts: tuple[str, ...] = ()
+    call_end: str = ""
     opens_itself: bool = False  # the template's generation prompt opens the thinking
     switch: str | None = None  # the template's own switch: "enable_thinking", "reasoning_effort"
     efforts: tuple[str, ...] = ()  # the efforts the switch knows
@@ -61,6 +64,15 @@ HARMONY = ReasoningFormat(
     header_text=_HARMONY_HEADER,
     reopen="<|start|>assistant",
     stops=("<|return|>", "<|end|>", "<|call|>"),
+    # a call: `<|start|>assistant<|channel|>commentary to=functions.NAME <|constrain|>json
+    # <|message|>{…}<|call|>` (the recipient may also come before the channel)
+    call_header=(
+        r"(?:<\|start\|>assistant)?\s*(?:to=functions\.(?P<pre>[^\s<]+)\s*)?"
+        r"<\|channel\|>commentary(?:\s+to=functions\.(?P<name>[^\s<]+))?\s*"
+        r"(?:<\|constrain\|>)?\s*\w*\s*<\|message\|>"
+    ),
+    call_starts=("<|start|>assistant", "<|channel|>commentary"),
+    call_end="<|call|>",
     switch="reasoning_effort",
     efforts=("low", "medium", "high"),
 )
@@ -133,7 +145,7 @@ def resolve(
     if fmt is None:
         if ask.strict and (enabled or ask.budget or (effort is not None and effort != "none")):
             what = f"reasoning effort '{effort}'" if effort else "thinking"
-            raise InvalidRequest(
+            raise UnsupportedParameter(
                 f'"{model}" does not support thinking: it does not reason, so {what} cannot be '
                 "honoured",
                 param=ask.param,
@@ -143,7 +155,8 @@ def resolve(
     if fmt.switch == "reasoning_effort":
         if effort is not None and effort != "none" and effort not in fmt.efforts:
             raise InvalidRequest(
-                f"the model '{model}' reasons at effort {', '.join(fmt.efforts)}: "
+                code="unsupported_value",
+                message=f"the model '{model}' reasons at effort {', '.join(fmt.efforts)}: "
                 f"'{effort}' cannot be honoured",
                 param=ask.param,
             )
@@ -166,9 +179,16 @@ def resolve(
     return Resolved(tvars, prefill, fmt, thinking=opens, budget=budget, watch=True)
 
 
-def spec(r: Resolved, tokenize: Any, detokenize: Any, grammar: str | None) -> ReasoningSpec | None:
+def spec(
+    r: Resolved,
+    tokenize: Any,
+    detokenize: Any,
+    grammar: str | None,
+    grammar_trigger: str | None = None,
+) -> ReasoningSpec | None:
     """The engine's part of a resolved request; `tokenize(text)` gives token ids and
-    `detokenize(ids)` their text."""
+    `detokenize(ids)` their text. `grammar` (lazy from `grammar_trigger`, when given) is for
+    the answer."""
     if not r.watch or r.fmt is None:
         return None
     f = r.fmt
@@ -183,9 +203,13 @@ def spec(r: Resolved, tokenize: Any, detokenize: Any, grammar: str | None) -> Re
         thinking=r.thinking,
         answer_headers=f.answer_headers,
         reopen=f.reopen,
+        call_header=f.call_header,
+        call_starts=f.call_starts,
+        call_end=f.call_end,
         close_tokens=close,
         close_count=count,
         header_tokens=tuple(tokenize(f.header_text)) if f.header_text else (),
         budget=r.budget,
         grammar=grammar,
+        grammar_trigger=grammar_trigger,
     )

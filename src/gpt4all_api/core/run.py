@@ -32,6 +32,7 @@ from ..middleware import request_trace
 from ..state import ServerState
 from . import prompt as prompting
 from . import reasoning
+from . import tools as tooling
 from .plan import Limits, Plan, Sampling
 
 log = logging.getLogger(__name__)
@@ -119,17 +120,28 @@ def generation_request(
 ) -> GenerationRequest:
     """The engine request for one prompt of a plan."""
     model = loaded.model
+    grammar, trigger = plan.grammar, None
+    tools = plan.tools
+    if grammar is None and tools.mode == "auto" and tools.offered:
+        # the model may answer in prose; once it opens a call, the call is constrained
+        grammar = tooling.auto_call_grammar(list(tools.offered), tools.parallel)
+        trigger = tooling.AUTO_TRIGGER
     think = reasoning.spec(
         prompt.thinking,
         lambda t: model.tokenize(t, add_special=False),
         lambda ids: model.detokenize(ids, special=True),
-        plan.grammar,
+        grammar,
+        trigger,
     )
-    grammar = None if think is not None else plan.grammar  # else it follows the thinking
+    sampling = sampling_params(
+        plan.sampling, loaded, None if think else grammar, state.settings.temperature
+    )
+    if think is None and trigger is not None:
+        sampling = replace(sampling, grammar_trigger=trigger)
     return GenerationRequest(
         prompt_tokens=prompt.tokens,
         max_tokens=budget(state, loaded, len(prompt.tokens), plan.limits),
-        sampling=sampling_params(plan.sampling, loaded, grammar, state.settings.temperature),
+        sampling=sampling,
         # a grammar ends the reply itself: a stop string could only cut its JSON short
         stop=() if plan.grammar is not None else plan.stop + prompt.stops,
         reasoning=think,

@@ -85,6 +85,21 @@ def call_grammar(tools: list[Tool]) -> str:
     return schema_grammar(call_schema(tools), "tools", prop_order=["name", "arguments"])
 
 
+#: Where the grammar of `auto_call_grammar` takes over: the reply's first `<tool_call>`.
+AUTO_TRIGGER = r"[\s\S]*?(" + re.escape(CALL_OPEN) + r")[\s\S]*"
+
+
+def auto_call_grammar(tools: list[Tool], parallel: bool) -> str:
+    """In `auto` mode, a grammar for the calls once the model opens one (applied lazily, from
+    `AUTO_TRIGGER`): `<tool_call>` blocks, each one call whose arguments match its schema, and
+    then the end of the reply. Prose before the first call is free."""
+    calls = call_grammar(tools)
+    body = re.sub(r"^root ::=", "tool-call-json ::=", calls, count=1, flags=re.M)
+    block = f'"{CALL_OPEN}" "\\n"? tool-call-json "\\n"? "{CALL_CLOSE}"'
+    more = f' ( "\\n"? {block} )*' if parallel else ""
+    return f"root ::= {block}{more}\n{body}"
+
+
 def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 

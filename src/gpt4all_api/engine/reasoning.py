@@ -8,6 +8,8 @@ across tokens is held back, as stop strings are, so no part of one is ever sent 
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -24,6 +26,12 @@ class ReasoningSpec:
     answer_headers: tuple[str, ...] = ()
     #: Markup that, followed by `open`, starts another thinking block after one has closed.
     reopen: str = ""
+    #: A regular expression for the header of a tool call in the format's own markup (harmony's
+    #: commentary channel `to=functions.NAME`), the name in a named group; `call_end` ends its
+    #: arguments. Such a call is passed on as `<tool_call>{"name": …, "arguments": …}</tool_call>`.
+    call_header: str = ""
+    call_starts: tuple[str, ...] = ()  # what a call header may begin with (held back meanwhile)
+    call_end: str = ""
     #: Tokens the server writes to close the thinking when the budget is spent (the close marker
     #: and any answer header).
     close_tokens: tuple[int, ...] = ()
@@ -36,12 +44,14 @@ class ReasoningSpec:
     budget: int | None = None
     #: A grammar for the answer only: it applies once the thinking has ended.
     grammar: str | None = None
+    grammar_trigger: str | None = None  # the grammar waits for it (see `SamplingParams`)
 
 
 class Phase(Enum):
     START = "start"  # nothing seen yet: the model may or may not open a thinking block
     THINKING = "thinking"
     HEADER = "header"  # thinking closed: whitespace and answer headers are dropped
+    CALL = "call"  # the arguments of a call written in the format's own markup
     ANSWER = "answer"
 
 
@@ -65,6 +75,9 @@ class ReasoningSplitter:
         self._held = ""
         self._space = ""  # whitespace inside the thinking, sent once more thinking follows it
         self._lead = True  # nothing of the thinking sent yet: its leading whitespace is dropped
+        self._call = ""  # the name of the call whose arguments are coming
+        self._call_re = re.compile(spec.call_header) if spec.call_header else None
+        self.ended = False  # the reply is over (a call in the format's own markup was written)
 
     @property
     def thinking(self) -> bool:
@@ -73,7 +86,7 @@ class ReasoningSplitter:
     @property
     def answering(self) -> bool:
         """The thinking is over (or never happened): what comes now is the answer."""
-        return self.phase in (Phase.HEADER, Phase.ANSWER)
+        return self.phase in (Phase.HEADER, Phase.CALL, Phase.ANSWER)
 
     def feed(self, text: str, *, token: bool = True) -> list[tuple[bool, str]]:
         """The pieces `text` (one token's worth when `token`) makes safe to send."""
@@ -126,17 +139,44 @@ class ReasoningSplitter:
                 if s.startswith(h):
                     self._held = s[len(h) :]
                     return True
+            call = self._call_re.match(s) if self._call_re else None
+            if call is not None:
+                name = next((v for v in call.groupdict().values() if v), None)
+                self._held = s[call.end() :]
+                if name:  # else a message to the user on that channel: its header is dropped
+                    self._call = name
+                    self.phase = Phase.CALL
+                return True
             markers = (*spec.answer_headers, *((again,) if again else ()))
-            if not s or any(m.startswith(s) for m in markers):
+            if not s or any(m.startswith(s) for m in markers) or self._may_be_call(s):
                 self._held = s
                 return False  # may still be markup
             self._held = ""
             self.phase = Phase.ANSWER
             out.append((False, s))
             return False
+        if self.phase is Phase.CALL:
+            i = buf.find(spec.call_end)
+            if i == -1:
+                return False
+            self._send_call(buf[:i], out)
+            self._held = ""
+            self.phase = Phase.ANSWER
+            self.ended = True  # a call ends the model's turn
+            return False
         self._held = ""
         out.append((False, buf))
         return False
+
+    def _may_be_call(self, s: str) -> bool:
+        if "<|message|>" in s or len(s) > 200:
+            return False
+        return any(p.startswith(s) or s.startswith(p) for p in self.spec.call_starts)
+
+    def _send_call(self, arguments: str, out: list[tuple[bool, str]]) -> None:
+        args = arguments.strip() or "{}"
+        name = json.dumps(self._call)
+        out.append((False, f'<tool_call>{{"name": {name}, "arguments": {args}}}</tool_call>'))
 
     def _enter_thinking(self) -> None:
         self.phase = Phase.THINKING
@@ -164,9 +204,12 @@ class ReasoningSplitter:
     def flush(self) -> list[tuple[bool, str]]:
         """What is still held at the end of the generation."""
         held, self._held = self._held, ""
+        out: list[tuple[bool, str]] = []
         if self.phase is Phase.THINKING:
-            out: list[tuple[bool, str]] = []
             self._send_thinking(held, out, final=True)
+            return out
+        if self.phase is Phase.CALL:  # its end was the end of the generation
+            self._send_call(held, out)
             return out
         if self.phase is Phase.HEADER:
             held = held.lstrip()

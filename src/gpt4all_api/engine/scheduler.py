@@ -242,7 +242,11 @@ class Engine:
                     job.think = ReasoningSplitter(req.reasoning)
                     if req.reasoning.grammar is not None:
                         job.answer_chain = self._chain(
-                            dataclasses.replace(sampling, grammar=req.reasoning.grammar),
+                            dataclasses.replace(
+                                sampling,
+                                grammar=req.reasoning.grammar,
+                                grammar_trigger=req.reasoning.grammar_trigger,
+                            ),
                             req.prompt_tokens,
                         )
                 if req.logprobs is not None and sampling.uses_penalties:
@@ -448,6 +452,8 @@ class Engine:
             return
         if stopped:
             self._finish(job, "stop", matched_stop=True)
+        elif think is not None and think.ended:
+            self._finish(job, "stop")
         elif job.n_generated >= job.request.max_tokens or (
             job.slot is not None and len(job.slot.cached) + 1 >= self.n_ctx_seq
         ):
