@@ -24,9 +24,9 @@ from ...core import tools as tooling
 from ...engine.sampling import SamplingParams
 from ...errors import ModelNotFound
 from ...library.catalog import CatalogEntry
+from ...library.gguf_header import GGUFInfo, read_info
 from ...library.store import LocalModel
 from ...state import ServerState
-from .gguf import GGUFInfo, read_info
 from .protocol import JSONRoute, ModelRequest
 from .render import timestamp
 from .translate import local_name, not_found
