@@ -55,6 +55,7 @@ class LayerCosts:
     input_weights: int  # token embeddings: always on the CPU
     compute_layers: int  # activations of one micro-batch, on each device that holds layers
     compute_output: int  # logits of one micro-batch, on the device of the output layer
+    tied: bool = False  # output layer = a copy of the token embeddings (+ norm)
 
     @property
     def n_layer(self) -> int:
@@ -147,6 +148,7 @@ def layer_costs(
         input_weights=token_embd,
         compute_layers=4 * n_ubatch * (4 * n_embd + n_ff),
         compute_output=4 * n_ubatch * n_vocab,
+        tied=not has_output,
     )
 
 
