@@ -113,3 +113,21 @@ def build_backend() -> str:
     `cpu` when it has none (or no device of it is present)."""
     devices = gpu_devices()
     return devices[0].backend if devices else "cpu"
+
+
+#: ggml's backend libraries that drive a GPU (libggml-<name>.so / .dylib / ggml-<name>.dll)
+GPU_LIBRARIES = ("cuda", "metal", "vulkan", "hip", "sycl", "opencl", "musa", "cann")
+
+
+def built_gpu_backends() -> list[str]:
+    """The GPU backends this llama-cpp-python was compiled with, whether or not a GPU is
+    present (read from the backend libraries it ships)."""
+    import pathlib
+
+    lib = pathlib.Path(lc.__file__).parent / "lib"
+    found = set()
+    for path in lib.glob("*ggml-*"):
+        name = path.name.split("ggml-", 1)[1].split(".", 1)[0].lower()
+        if name in GPU_LIBRARIES:
+            found.add(name)
+    return sorted(found)
