@@ -156,7 +156,7 @@ def test_explicit_layers_and_all(costs: LayerCosts) -> None:
     small = [gpu(0, 10 * MiB)]
     plan = plan_offload(costs, OffloadOptions(gpu_layers="10"), small)
     assert plan.gpu_layers == 10  # asked for: loaded as asked, with a warning in the reason
-    assert "more than free on CUDA0" in plan.reason
+    assert "more than free on CUDA0" in plan.reason and plan.short == ("CUDA0",)
     assert plan_offload(costs, OffloadOptions(gpu_layers="all"), small).gpu_layers == 31
     assert plan_offload(costs, OffloadOptions(gpu_layers="99"), small).gpu_layers == 31
     assert plan_offload(costs, OffloadOptions(gpu_layers="0"), small).gpu_layers == 0
@@ -166,7 +166,7 @@ def test_explicit_layers_and_all(costs: LayerCosts) -> None:
 def test_cpu_build(costs: LayerCosts) -> None:
     plan = plan_offload(costs, OffloadOptions(), [])
     assert plan.gpu_layers == 0 and plan.device == "cpu"
-    assert "no GPU backend" in plan.reason
+    assert plan.reason == "0/31 layers offloaded: no GPU backend in this llama.cpp build"
     for options in (
         OffloadOptions(gpu_layers="10"),
         OffloadOptions(gpu_layers="all"),

@@ -234,6 +234,7 @@ class OffloadPlan:
     tensor_split: tuple[float, ...] = ()
     backend_filter: str | None = None  # only this backend's devices (device=cuda, ...)
     reason: str = ""
+    short: tuple[str, ...] = ()  # devices whose free memory is below the estimate (explicit k)
 
     @property
     def backend(self) -> str:
@@ -291,7 +292,7 @@ def plan_offload(
     if options.device == "cpu" or options.gpu_layers == "0" or not devices:
         why = "device=cpu" if options.device == "cpu" else "gpu_layers=0"
         why = why if devices else "no GPU backend in this llama.cpp build"
-        return OffloadPlan(0, n_layers, reason=why)
+        return OffloadPlan(0, n_layers, reason=f"0/{n_layers} layers offloaded: {why}")
     if not costs.n_layer and options.gpu_layers == "auto":
         return OffloadPlan(0, n_layers, reason="auto: the GGUF header gives no layer count")
     backend = options.device if options.device in ("metal", "cuda", "vulkan") else None
@@ -338,7 +339,16 @@ def plan_offload(
     if short:
         reason += f" (estimated {sum(placement.bytes) / MiB:.0f} MiB: more than free on "
         reason += ", ".join(short) + ")"
-    return OffloadPlan(k, n_layers, tuple(usable), placement.bytes, moved, reason=reason, **common)
+    return OffloadPlan(
+        k,
+        n_layers,
+        tuple(usable),
+        placement.bytes,
+        moved,
+        reason=reason,
+        short=tuple(short),
+        **common,
+    )
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from ..engine.offload import (
     plan_offload,
 )
 from ..engine.scheduler import Engine, EngineConfig
-from ..errors import Conflict, InvalidRequest, ModelNotFound, Overloaded
+from ..errors import Conflict, EngineError, InvalidRequest, ModelNotFound, Overloaded
 from .catalog import Catalog
 from .gguf_header import read_info
 from .model_settings import ModelSettings
@@ -187,19 +187,36 @@ class ModelRegistry:
         offloading = bool(self.devices())
         with self._gpu_lock if offloading else contextlib.nullcontext():
             plan = self._plan(costs, options, False)  # the free memory of now
-            if offloading:
-                log.info("%s: %s", entry.id, plan.reason)
+            log.log(
+                logging.WARNING if plan.short else logging.INFO, "%s: %s", entry.id, plan.reason
+            )
             with llama_log.capture() as buffers:
                 try:
                     model = Model.load(path, plan)
                 except ModelLoadError as exc:
+                    if plan.gpu_layers:
+                        message = (
+                            f"llama.cpp could not load '{entry.id}' with {plan.gpu_layers} of "
+                            f"{plan.n_layers} layers on {plan.device} (not enough device "
+                            "memory?); lower gpu_layers or use auto"
+                        )
+                    else:
+                        message = f"'{entry.id}' is not a loadable GGUF model: {exc}"
+                    raise InvalidRequest(message, param="model", code="model_load_failed") from exc
+                try:
+                    engine = Engine(model, self.config, name=entry.id)
+                except EngineError as exc:
+                    model.close()
+                    if not plan.gpu_layers:
+                        raise
                     raise InvalidRequest(
-                        f"'{entry.id}' is not a loadable GGUF model: {exc}",
+                        f"llama.cpp could not make a context for '{entry.id}' with "
+                        f"{plan.gpu_layers} of {plan.n_layers} layers on {plan.device} (not "
+                        "enough device memory for the KV cache?); lower gpu_layers, "
+                        "context_size or parallel, or use auto",
                         param="model",
                         code="model_load_failed",
                     ) from exc
-                try:
-                    engine = Engine(model, self.config, name=entry.id)
                 except Exception:
                     model.close()
                     raise
