@@ -119,10 +119,11 @@ async def ps(request: Request) -> dict[str, Any]:
             left = max(0.0, loaded.keep_alive - (now - loaded.idle_since()))
         entry = await asyncio.to_thread(card, state, loaded.entry)
         del entry["modified_at"]
+        vram = sum(loaded.offload.device_memory.values())
         entry |= {
             "expires_at": timestamp(time.time() + left),
-            "size": loaded.ram,
-            "size_vram": 0,
+            "size": loaded.ram + vram,
+            "size_vram": vram,
             "context_length": loaded.engine.n_ctx_seq,
         }
         out.append(entry)
