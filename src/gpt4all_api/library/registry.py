@@ -250,7 +250,7 @@ class ModelRegistry:
         devices = self.devices()
         if ours_free:
             ours: dict[str, int] = {}
-            for loaded in self._loaded.values():
+            for loaded in list(self._loaded.values()):  # called off the event loop
                 for name, size in loaded.offload.device_memory.items():
                     ours[name] = ours.get(name, 0) + size
             devices = [dc_replace(d, free=d.free + ours.get(d.name, 0)) for d in devices]
