@@ -148,6 +148,9 @@ def test_tensor_split_and_split_mode_none(costs: LayerCosts) -> None:
     assert place(costs, 31, [3.0, 1.0])[0].layers == (24, 7)
     one = plan_offload(costs, OffloadOptions(split_mode="none", main_gpu=1), devices)
     assert one.devices == (devices[1],) and one.device == "CUDA1"
+    assert one.gpu_layers == 31 and one.estimate == (need(costs, 31),)
+    ignored = OffloadOptions(split_mode="none", main_gpu=1, tensor_split=(3.0, 1.0))
+    assert plan_offload(costs, ignored, devices).estimate == (need(costs, 31),)
     with pytest.raises(OffloadUnavailable, match="main_gpu=2"):
         plan_offload(costs, OffloadOptions(split_mode="none", main_gpu=2), devices)
 

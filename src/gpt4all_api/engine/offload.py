@@ -283,6 +283,20 @@ def check_available(options: OffloadOptions, devices: Sequence[Device]) -> None:
         )
 
 
+def _auto_reason(placement: Placement, n_layers: int, free: int, margin: int) -> str:
+    k = placement.gpu_layers
+    if k == n_layers:
+        why = "the whole model fits"
+    elif k:
+        why = "partial offload: the whole model does not fit"
+    else:
+        why = "not even the output layer fits"
+    return (
+        f"auto: {k}/{n_layers} layers ({sum(placement.bytes) / MiB:.0f} MiB estimated, "
+        f"{free / MiB:.0f} MiB free, {margin / MiB:.0f} MiB margin per device): {why}"
+    )
+
+
 def plan_offload(
     costs: LayerCosts, options: OffloadOptions, devices: Sequence[Device]
 ) -> OffloadPlan:
@@ -297,10 +311,12 @@ def plan_offload(
         return OffloadPlan(0, n_layers, reason="auto: the GGUF header gives no layer count")
     backend = options.device if options.device in ("metal", "cuda", "vulkan") else None
     usable = [d for d in devices if backend is None or d.backend == backend]
-    if options.split_mode == "none":
+    if options.split_mode == "none":  # llama.cpp keeps main_gpu alone, tensor_split unused
         usable = [usable[options.main_gpu]]
-    splits = list(options.tensor_split) or [float(d.free) for d in usable]
-    splits += [0.0] * (len(usable) - len(splits))
+        splits = [1.0]
+    else:
+        splits = list(options.tensor_split) or [float(d.free) for d in usable]
+        splits += [0.0] * (len(usable) - len(splits))
     free = [d.free for d in usable]
     common = {
         "split_mode": options.split_mode,
@@ -311,18 +327,7 @@ def plan_offload(
     if options.gpu_layers == "auto":
         placement = fit(costs, free, splits, options.margin)
         _, moved = place(costs, placement.gpu_layers, splits)
-        need = sum(placement.bytes)
-        if placement.gpu_layers == n_layers:
-            why = "the whole model fits"
-        elif placement.gpu_layers:
-            why = "partial offload: the whole model does not fit"
-        else:
-            why = "not even the output layer fits"
-        reason = (
-            f"auto: {placement.gpu_layers}/{n_layers} layers ({need / MiB:.0f} MiB estimated, "
-            f"{sum(free) / MiB:.0f} MiB free, {options.margin / MiB:.0f} MiB margin per "
-            f"device): {why}"
-        )
+        reason = _auto_reason(placement, n_layers, sum(free), options.margin)
         return OffloadPlan(
             placement.gpu_layers,
             n_layers,
