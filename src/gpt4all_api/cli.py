@@ -78,6 +78,23 @@ main.add_command(bench)
 
 
 @main.command()
+def devices() -> None:
+    """The GPU backends llama.cpp was built with and the GPUs it sees, with their free memory."""
+    from .engine.devices import built_gpu_backends, gpu_devices
+
+    built = built_gpu_backends()
+    click.echo(f"llama.cpp GPU backends built: {', '.join(built) if built else 'none (CPU only)'}")
+    found = gpu_devices()
+    for d in found:
+        click.echo(
+            f"{d.index}: {d.name} ({d.backend}) {d.description}: "
+            f"{d.free / 2**30:.1f} GiB free of {d.total / 2**30:.1f} GiB"
+        )
+    if not found:
+        click.echo("no GPU found: models run on the CPU")
+
+
+@main.command()
 @click.option("--model", help="Model to chat with (default: the server's default model).")
 @click.option("--url", help="A running server, e.g. http://127.0.0.1:8000 (default: in-process).")
 @click.option("--api-key", help="API key sent as 'Authorization: Bearer' to --url.")

@@ -126,6 +126,13 @@ class EngineCollector(Collector):
         generated = counter("generated_tokens", "Tokens generated.")
         reasoning = counter("reasoning_tokens", "Tokens generated while thinking (of those).")
         steps = counter("engine_steps", "llama_decode steps run by the engine.")
+        gpu_layers = gauge("gpu_layers", "Layers offloaded to GPUs (the output layer counts).")
+        layers = gauge("model_layers", "Layers of the model (repeating layers + output layer).")
+        device_memory = GaugeMetricFamily(
+            f"{PREFIX}_device_memory_bytes",
+            "Device (GPU) memory llama.cpp allocated for the model, per device; cpu: 0.",
+            labels=["model", "device"],
+        )
         models = self.state.registry.loaded
         loaded_models.add_metric([], len(models))
         for name, entry in models.items():
@@ -143,5 +150,10 @@ class EngineCollector(Collector):
             generated.add_metric([name], s.generated_tokens)
             reasoning.add_metric([name], s.reasoning_tokens)
             steps.add_metric([name], s.steps)
+            report = entry.offload
+            gpu_layers.add_metric([name], report.plan.gpu_layers)
+            layers.add_metric([name], report.plan.n_layers)
+            for device, size in (report.device_memory or {report.plan.device: 0}).items():
+                device_memory.add_metric([name, device], size)
         yield from (loaded_models, loaded, queue, running, slots, kv_used, kv_cap, kv_ratio)
-        yield from (prompt, cached, generated, reasoning, steps)
+        yield from (prompt, cached, generated, reasoning, steps, gpu_layers, layers, device_memory)

@@ -42,6 +42,27 @@ def app_data_dir() -> Path:
     return Path(data) / "gpt4all-api"
 
 
+def gpu_layers_value(value: object) -> str:
+    """`auto`, `all` (or -1), or a number of layers >= 0, as a string."""
+    text = str(value).strip().lower()
+    if text in ("auto", "all"):
+        return text
+    if text == "-1":
+        return "all"
+    if text.isdigit():
+        return str(int(text))
+    raise ValueError(f"gpu_layers must be auto, all or a number of layers, not {value!r}")
+
+
+def float_list(value: object) -> object:
+    """`3,1` or `["3", "1"]` or `[3.0, 1.0]` -> `[3.0, 1.0]` (pydantic checks the floats)."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list | tuple):
+        return [p.strip() for v in value for p in str(v).split(",") if p.strip()]
+    return value
+
+
 def _env(name: str, *legacy: str) -> AliasChoices:
     """The environment names of a setting: `GPT4ALL_API_<NAME>`, then its documented legacy
     names. The bare field name is never read from the environment (`HOST` and `PORT` belong to
@@ -113,6 +134,50 @@ class Settings(BaseSettings):
         validation_alias=_env("kv_cache_type"),
         description="KV cache precision: q8_0 takes half the memory of f16.",
     )
+    # -- GPU offload (docs/gpu.md) -----------------------------------------------------------
+    device: Literal["auto", "cpu", "gpu", "metal", "cuda", "vulkan"] = Field(
+        "auto",
+        validation_alias=_env("device"),
+        description="Where models run, in GPT4All's words: auto (a GPU when the build has "
+        "one), cpu, gpu, metal, cuda or vulkan.",
+    )
+    gpu_layers: str = Field(
+        "auto",
+        validation_alias=_env("gpu_layers"),
+        description="Layers offloaded to the GPU: auto (as many as fit in free device memory), "
+        "all, or a number (0: none).",
+    )
+    main_gpu: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("main_gpu"),
+        description="The GPU used with --split-mode none (counted from 0).",
+    )
+    split_mode: Literal["layer", "row", "none"] = Field(
+        "layer",
+        validation_alias=_env("split_mode"),
+        description="How several GPUs share a model: layer (whole layers each), row (rows of "
+        "each layer; CUDA) or none (only --main-gpu).",
+    )
+    tensor_split: Annotated[list[float], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("tensor_split"),
+        description="Share of the layers each GPU gets, one value per GPU (3,1 in the "
+        "environment; default: in proportion to their free memory).",
+    )
+    gpu_margin: int = Field(
+        512,
+        ge=0,
+        validation_alias=_env("gpu_margin"),
+        description="MiB of each GPU's free memory that gpu_layers=auto leaves unused.",
+    )
+    model_settings: Path | None = Field(
+        None,
+        validation_alias=_env("model_settings"),
+        description="A TOML file of per-model settings (gpu_layers, device, main_gpu, "
+        "split_mode, tensor_split), one table per model file name or pattern.",
+    )
+
     prompt_batch_size: int = Field(
         128,
         ge=1,
@@ -316,7 +381,22 @@ class Settings(BaseSettings):
         open_, close = self.reasoning_tags.split()
         return open_, close
 
-    @field_validator("models_dir", "data_dir", mode="before")
+    @field_validator("device", "split_mode", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("gpu_layers", mode="before")
+    @classmethod
+    def _gpu_layers(cls, value: object) -> object:
+        return gpu_layers_value(value)
+
+    @field_validator("tensor_split", mode="before")
+    @classmethod
+    def _floats(cls, value: object) -> object:
+        return float_list(value)
+
+    @field_validator("models_dir", "data_dir", "model_settings", mode="before")
     @classmethod
     def _expand(cls, value: object) -> object:
         if isinstance(value, str | Path):

@@ -42,9 +42,18 @@ def test_every_setting_has_a_flag_with_help() -> None:
         assert "--" + name.replace("_", "-") in flags[name].opts, name
 
 
+#: Fields whose values are checked beyond their type.
+SAMPLES: dict[str, tuple[list[str], Any]] = {
+    "gpu_layers": (["12"], "12"),
+    "tensor_split": (["3", "1"], [3.0, 1.0]),
+}
+
+
 def _sample(name: str, annotation: Any, default: Any, tmp: Path) -> tuple[list[str], Any]:
     """Values for one field's flag that differ from its default: (args after the flag, the
     value the setting should then hold)."""
+    if name in SAMPLES:
+        return SAMPLES[name]
     if typing.get_origin(annotation) in (typing.Union, type(int | None)):
         (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is list:

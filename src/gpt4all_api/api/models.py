@@ -28,17 +28,21 @@ PROGRESS_EVERY = 0.25  # seconds between progress frames
 
 
 def model_card(state: ServerState, m: LocalModel) -> dict[str, Any]:
+    """A model object, with our fields: `offload` (device, GPU layers, device memory) while
+    the model is loaded, else null."""
     known = state.store.catalog.cached().by_filename(m.id) if state.store.catalog else None
+    loaded = state.registry.loaded.get(m.id)
     return {
         "id": m.id,
         "object": "model",
         "created": m.created,
         "owned_by": "gpt4all-api",
         "size": m.size,
-        "loaded": state.registry.is_loaded(m.id),
+        "loaded": loaded is not None,
         "default": m.id == state.default_model,
         "embedded": m.embedded,
         "name": known.name if known else None,
+        "offload": loaded.offload.as_dict() if loaded is not None else None,
     }
 
 

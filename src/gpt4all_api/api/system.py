@@ -15,13 +15,20 @@ router = APIRouter()
 
 @router.get("/health", response_model=None)
 async def health(request: Request) -> Any:
-    """200 once the default model is loaded; 503 while it loads (or if it failed to)."""
+    """200 once the default model is loaded; 503 while it loads (or if it failed to).
+    `backend` names where models run: cpu, metal, cuda, vulkan."""
     state: ServerState = request.app.state.server
+    backend = state.registry.backend
     if state.ready.is_set():
-        return {"status": "ok", "model": state.default_model}
+        return {"status": "ok", "model": state.default_model, "backend": backend}
     status = "error" if state.load_error else "loading"
     return JSONResponse(
-        {"status": status, "model": state.default_model, "error": state.load_error},
+        {
+            "status": status,
+            "model": state.default_model,
+            "backend": backend,
+            "error": state.load_error,
+        },
         status_code=503,
     )
 
@@ -56,12 +63,13 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/v1/stats")
 async def stats(request: Request) -> dict[str, Any]:
-    """Slots, queue and KV use of every loaded model (our extension)."""
+    """Slots, queue, KV use and GPU offload of every loaded model (our extension)."""
     state: ServerState = request.app.state.server
     return {
         "threads": state.settings.threads,
+        "backend": state.registry.backend,
         "models": {
-            name: dataclasses.asdict(loaded.engine.stats())
+            name: {**dataclasses.asdict(loaded.engine.stats()), "offload": loaded.offload.as_dict()}
             for name, loaded in state.registry.loaded.items()
         },
     }

@@ -15,6 +15,14 @@ from pathlib import Path
 import llama_cpp as lc
 
 from ..errors import InvalidRequest
+from . import devices, llama_log
+from .offload import OffloadPlan
+
+SPLIT_MODES = {
+    "none": lc.LLAMA_SPLIT_MODE_NONE,
+    "layer": lc.LLAMA_SPLIT_MODE_LAYER,
+    "row": lc.LLAMA_SPLIT_MODE_ROW,
+}
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +36,9 @@ def init_backend() -> None:
     with _backend_lock:
         if not _backend_ready:
             lc.llama_backend_init()
-            # llama-cpp-python prints every llama.cpp log line unless its logger is quietened.
-            logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+            # llama.cpp's log goes to `gpt4all_api.llama_cpp` (DEBUG), not llama-cpp-python's
+            # printer to stderr; loads read their buffer sizes from it.
+            llama_log.install()
             _backend_ready = True
 
 
@@ -58,11 +67,26 @@ class Model:
     _closed: bool = False
 
     @classmethod
-    def load(cls, path: Path) -> Model:
+    def load(cls, path: Path, plan: OffloadPlan | None = None) -> Model:
+        """Load the weights; `plan` says how many layers go to which GPU (none: all on CPU)."""
         init_backend()
         params = lc.llama_model_default_params()
-        params.n_gpu_layers = 0
+        params.n_gpu_layers = plan.gpu_layers if plan is not None else 0
+        keep: list[object] = []  # arrays llama.cpp reads during the load
+        if plan is not None and plan.gpu_layers:
+            params.split_mode = SPLIT_MODES[plan.split_mode]
+            params.main_gpu = plan.main_gpu
+            if plan.tensor_split:
+                split = (ctypes.c_float * lc.LLAMA_MAX_DEVICES)(*plan.tensor_split)
+                keep.append(split)
+                params.tensor_split = ctypes.cast(split, ctypes.POINTER(ctypes.c_float))
+            if plan.backend_filter is not None:
+                handles = devices.device_handles(plan.backend_filter)
+                array = (ctypes.c_void_p * (len(handles) + 1))(*handles, None)
+                keep.append(array)
+                params.devices = ctypes.cast(array, ctypes.c_void_p)
         ptr = lc.llama_model_load_from_file(str(path).encode(), params)
+        del keep
         if not ptr:
             raise ModelLoadError(f"llama.cpp could not load {path}")
         vocab = lc.llama_model_get_vocab(ptr)

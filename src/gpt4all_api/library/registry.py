@@ -13,16 +13,33 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..engine import llama_log
+from ..engine.devices import Device, gpu_devices
 from ..engine.embedding import Embedder
 from ..engine.model import Model, ModelLoadError
+from ..engine.offload import (
+    LayerCosts,
+    OffloadOptions,
+    OffloadPlan,
+    OffloadReport,
+    OffloadUnavailable,
+    check_available,
+    layer_costs,
+    plan_offload,
+)
 from ..engine.scheduler import Engine, EngineConfig
-from ..errors import Conflict, InvalidRequest, ModelNotFound, Overloaded
+from ..errors import Conflict, EngineError, InvalidRequest, ModelNotFound, Overloaded
 from .catalog import Catalog
+from .gguf_header import read_info
+from .model_settings import ModelSettings
 from .store import LocalModel, ModelStore
 
 if TYPE_CHECKING:
@@ -49,6 +66,7 @@ class Loaded:
     entry: LocalModel
     model: Model
     engine: Engine
+    offload: OffloadReport
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
     ram: int = 0
     keep_alive: float = 300.0
@@ -79,9 +97,14 @@ class ModelRegistry:
         memory_budget: int | None = None,
         keep_alive: float = 300.0,
         catalog: Catalog | None = None,
+        model_settings: ModelSettings | None = None,
+        devices: Callable[[], list[Device]] = gpu_devices,
     ):
         self.store = store
         self.config = config
+        self.model_settings = model_settings or ModelSettings(OffloadOptions())
+        self.devices = devices  # the GPUs and their free memory, read when needed
+        self._gpu_lock = threading.Lock()  # one offloading load at a time: each sees the last
         self.max_loaded = max_loaded
         self.memory_budget = memory_budget
         self.keep_alive = keep_alive
@@ -135,12 +158,16 @@ class ModelRegistry:
         return loaded
 
     async def _load(self, entry: LocalModel, replace: Loaded | None) -> Loaded:
-        ram = self._ram_of(entry)
+        options = self.model_settings.offload_for(entry.id)
+        costs = await asyncio.to_thread(self._costs_of, entry)
+        # what the model would get if none of our idle models held device memory
+        wanted = await asyncio.to_thread(self._plan, costs, options, True)
+        ram = self._ram_of(entry, wanted)
         if replace is None:
-            await self._make_room(entry.id, ram)
+            await self._make_room(entry.id, ram, wanted, options.margin)
         try:
             log.info("loading %s from %s", entry.id, entry.path)
-            loaded = await asyncio.to_thread(self._load_sync, entry.path, entry)
+            loaded = await asyncio.to_thread(self._load_sync, entry.path, entry, costs, options)
         finally:
             self._reserved.pop(entry.id, None)
         loaded.ram = ram
@@ -151,34 +178,120 @@ class ModelRegistry:
             await self._retire(replace)
         return loaded
 
-    def _load_sync(self, path: Path, entry: LocalModel) -> Loaded:
+    def _load_sync(
+        self, path: Path, entry: LocalModel, costs: LayerCosts, options: OffloadOptions
+    ) -> Loaded:
         if not path.is_file():  # gone since the folder was last listed
             self.store.scan()
             raise ModelNotFound(entry.id)
+        offloading = bool(self.devices())
+        with self._gpu_lock if offloading else contextlib.nullcontext():
+            plan = self._plan(costs, options, False)  # the free memory of now
+            log.log(
+                logging.WARNING if plan.short else logging.INFO, "%s: %s", entry.id, plan.reason
+            )
+            with llama_log.capture() as buffers:
+                try:
+                    model = Model.load(path, plan)
+                except ModelLoadError as exc:
+                    if plan.gpu_layers:
+                        message = (
+                            f"llama.cpp could not load '{entry.id}' with {plan.gpu_layers} of "
+                            f"{plan.n_layers} layers on {plan.device} (not enough device "
+                            "memory?); lower gpu_layers or use auto"
+                        )
+                    else:
+                        message = f"'{entry.id}' is not a loadable GGUF model: {exc}"
+                    raise InvalidRequest(message, param="model", code="model_load_failed") from exc
+                try:
+                    engine = Engine(model, self.config, name=entry.id)
+                except EngineError as exc:
+                    model.close()
+                    if not plan.gpu_layers:
+                        raise
+                    raise InvalidRequest(
+                        f"llama.cpp could not make a context for '{entry.id}' with "
+                        f"{plan.gpu_layers} of {plan.n_layers} layers on {plan.device} (not "
+                        "enough device memory for the KV cache?); lower gpu_layers, "
+                        "context_size or parallel, or use auto",
+                        param="model",
+                        code="model_load_failed",
+                    ) from exc
+                except Exception:
+                    model.close()
+                    raise
+        report = OffloadReport.of(plan, buffers.by_buffer())
+        if plan.gpu_layers:
+            log.info(
+                "%s: %d/%d layers on %s, %d MiB of device memory (estimated %d MiB)",
+                entry.id,
+                plan.gpu_layers,
+                plan.n_layers,
+                plan.device,
+                sum(report.device_memory.values()) >> 20,
+                sum(plan.estimate) >> 20,
+            )
+        return Loaded(entry=entry, model=model, engine=engine, offload=report)
+
+    # -- GPU offload ---------------------------------------------------------------------------
+
+    def _costs_of(self, entry: LocalModel) -> LayerCosts:
+        return layer_costs(
+            read_info(entry.path),
+            context_size=self.config.context_size,
+            parallel=self.config.parallel,
+            batch_size=self.config.batch_size,
+            kv_cache_type=self.config.kv_cache_type,
+        )
+
+    def _plan(self, costs: LayerCosts, options: OffloadOptions, ours_free: bool) -> OffloadPlan:
+        """The offload plan on the devices' free memory; with `ours_free`, as if our loaded
+        models' device memory were free too (what unloading them could give)."""
+        devices = self.devices()
+        if ours_free:
+            ours: dict[str, int] = {}
+            for loaded in list(self._loaded.values()):  # called off the event loop
+                for name, size in loaded.offload.device_memory.items():
+                    ours[name] = ours.get(name, 0) + size
+            devices = [dc_replace(d, free=d.free + ours.get(d.name, 0)) for d in devices]
         try:
-            model = Model.load(path)
-        except ModelLoadError as exc:
-            raise InvalidRequest(
-                f"'{entry.id}' is not a loadable GGUF model: {exc}",
-                param="model",
-                code="model_load_failed",
-            ) from exc
-        try:
-            engine = Engine(model, self.config, name=entry.id)
-        except Exception:
-            model.close()
-            raise
-        return Loaded(entry=entry, model=model, engine=engine)
+            return plan_offload(costs, options, devices)
+        except OffloadUnavailable as exc:
+            raise InvalidRequest(str(exc), param="model", code="model_load_failed") from exc
+
+    def _device_short(self, wanted: OffloadPlan, margin: int) -> list[str]:
+        """The devices whose free memory is short of what `wanted` puts on them."""
+        if not wanted.gpu_layers:
+            return []
+        free = {d.name: d.free for d in self.devices()}
+        return [
+            d.name
+            for d, need in zip(wanted.devices, wanted.estimate, strict=False)
+            if need and need + margin > free.get(d.name, 0)
+        ]
+
+    @property
+    def backend(self) -> str:
+        """The backend models run on by default: `cpu`, `metal`, `cuda`, `vulkan`, ..."""
+        base = self.model_settings.base
+        if base.device == "cpu" or base.gpu_layers == "0":
+            return "cpu"
+        devices = [d for d in self.devices() if base.device in ("auto", "gpu", d.backend)]
+        return devices[0].backend if devices else "cpu"
 
     # -- room: max_loaded and the memory budget ------------------------------------------------
 
-    def _ram_of(self, entry: LocalModel) -> int:
-        """RAM a model needs: the catalog's `ramrequired`, else a margin over its file size."""
+    def _ram_of(self, entry: LocalModel, plan: OffloadPlan | None = None) -> int:
+        """RAM a model needs: the catalog's `ramrequired`, else a margin over its file size;
+        less the weights its offload plan moves to a GPU (those count as device memory)."""
+        ram = int(entry.size * 1.25)
         if self.catalog is not None:
             known = self.catalog.cached().by_filename(entry.id)
             if known is not None and known.ram_bytes:
-                return known.ram_bytes
-        return int(entry.size * 1.25)
+                ram = known.ram_bytes
+        if plan is not None and plan.weights_on_gpu:
+            ram = max(ram - plan.weights_on_gpu, ram // 10)
+        return ram
 
     def _defaults_of(self, entry: LocalModel) -> ModelDefaults:
         known = self.catalog.cached().by_filename(entry.id) if self.catalog is not None else None
@@ -190,8 +303,15 @@ class ModelRegistry:
             system_message=known.system_message or None,
         )
 
-    async def _make_room(self, model_id: str, ram: int) -> None:
-        """Unload least recently used idle models until `model_id` fits; wait while all are busy."""
+    async def _make_room(
+        self, model_id: str, ram: int, wanted: OffloadPlan | None = None, margin: int = 0
+    ) -> None:
+        """Unload least recently used idle models until `model_id` fits; wait while all are busy.
+
+        RAM and device memory are counted apart: RAM against the memory budget, device memory
+        against each GPU's free memory. A model whose wanted offload does not fit the free
+        device memory unloads idle models holding memory on those GPUs; when none is idle it
+        loads with the layers that fit (partial offload) rather than wait."""
         if self._room is None:
             self._room = asyncio.Lock()
         async with self._room:
@@ -202,6 +322,17 @@ class ModelRegistry:
                 used = sum(others.values()) + ram
                 fits_count = len(others) + 1 <= self.max_loaded
                 fits_ram = self.memory_budget is None or used <= self.memory_budget
+                device_victim = None
+                if wanted is not None and fits_count and (fits_ram or not others):
+                    short = self._device_short(wanted, margin)
+                    if short:
+                        device_victim = self._idlest(exclude=model_id, holding=short)
+                if device_victim is not None:
+                    log.info(
+                        "unloading %s to make room for %s (device memory)", device_victim, model_id
+                    )
+                    await self.unload(device_victim)
+                    continue
                 if fits_count and (fits_ram or not others):
                     if not fits_ram:
                         log.warning(
@@ -225,7 +356,9 @@ class ModelRegistry:
                     )
                 await asyncio.sleep(0.1)
 
-    def _idlest(self, exclude: str) -> str | None:
+    def _idlest(self, exclude: str, holding: list[str] | None = None) -> str | None:
+        """The least recently used idle model; with `holding`, only one with memory on one of
+        those devices."""
         now = time.monotonic()
         idle = [
             v
@@ -234,6 +367,7 @@ class ModelRegistry:
             and k not in self._loading
             and not v.engine.busy
             and now - v.last_get >= GRACE
+            and (holding is None or any(v.offload.device_memory.get(d) for d in holding))
         ]
         if not idle:
             return None
@@ -322,7 +456,20 @@ def physical_memory() -> int | None:
 
 
 def registry_from(settings: Settings, store: ModelStore, config: EngineConfig) -> ModelRegistry:
-    """The registry a server uses: `max_loaded_models`, the memory budget and keep-alive."""
+    """The registry a server uses: `max_loaded_models`, the memory budget, keep-alive and the
+    GPU settings (with each model's overrides).
+
+    A GPU asked for explicitly (`gpu_layers` a number or `all`, `device` gpu/metal/cuda/vulkan,
+    here or in the per-model settings) that this build or machine lacks stops the server here,
+    with a message saying so (OffloadUnavailable), rather than running on the CPU unnoticed."""
+    model_settings = ModelSettings.from_settings(settings)
+    devices = gpu_devices()
+    for name, options in model_settings.all_options().items():
+        try:
+            check_available(options, devices)
+        except OffloadUnavailable as exc:
+            where = "" if name == "*" else f" (model settings [{name!r}])"
+            raise OffloadUnavailable(f"{exc}{where}") from None
     if settings.memory_budget is None:
         total = physical_memory()
         budget = int(total * 0.75) if total else None
@@ -334,4 +481,5 @@ def registry_from(settings: Settings, store: ModelStore, config: EngineConfig) -
         max_loaded=settings.max_loaded_models,
         memory_budget=budget,
         keep_alive=settings.keep_alive,
+        model_settings=model_settings,
     )

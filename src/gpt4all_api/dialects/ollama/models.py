@@ -24,9 +24,9 @@ from ...core import tools as tooling
 from ...engine.sampling import SamplingParams
 from ...errors import ModelNotFound
 from ...library.catalog import CatalogEntry
+from ...library.gguf_header import GGUFInfo, read_info
 from ...library.store import LocalModel
 from ...state import ServerState
-from .gguf import GGUFInfo, read_info
 from .protocol import JSONRoute, ModelRequest
 from .render import timestamp
 from .translate import local_name, not_found
@@ -119,10 +119,11 @@ async def ps(request: Request) -> dict[str, Any]:
             left = max(0.0, loaded.keep_alive - (now - loaded.idle_since()))
         entry = await asyncio.to_thread(card, state, loaded.entry)
         del entry["modified_at"]
+        vram = sum(loaded.offload.device_memory.values())
         entry |= {
             "expires_at": timestamp(time.time() + left),
-            "size": loaded.ram,
-            "size_vram": 0,
+            "size": loaded.ram + vram,
+            "size_vram": vram,
             "context_length": loaded.engine.n_ctx_seq,
         }
         out.append(entry)

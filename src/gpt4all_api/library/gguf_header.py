@@ -1,5 +1,9 @@
-"""A GGUF file's header, read without loading the model: its scalar metadata (arrays are skipped)
-and its parameter count (summed from the tensor shapes). What `/api/tags` and `/api/show` report.
+"""A GGUF file's header, read without loading the model: its scalar metadata (arrays are skipped),
+its tensors' names, types and shapes, and its parameter count (summed from the tensor shapes).
+What `/api/tags` and `/api/show` report, and what GPU offload estimates layer sizes from.
+
+The `gguf` package's own `GGUFReader` decodes every vocabulary entry into numpy arrays (seconds
+for a 49k-token vocabulary); this reader skips arrays and keeps only what is asked for.
 
 Only the header is touched (through mmap), so this takes milliseconds even for large models;
 results are cached per (path, size, mtime).
@@ -13,6 +17,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?"}
 _SCALARS |= {10: "<Q", 11: "<q", 12: "<d"}
@@ -29,9 +35,26 @@ FILE_TYPES = {
 
 
 @dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    ggml_type: int  # `enum ggml_type` (gguf.GGMLQuantizationType)
+    shape: tuple[int, ...]
+
+    @property
+    def n_bytes(self) -> int:
+        """Bytes of the tensor's data, from its type's block size (as llama.cpp allocates)."""
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(self.ggml_type)]
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n // block * size
+
+
+@dataclass(frozen=True)
 class GGUFInfo:
     metadata: dict[str, Any] = field(default_factory=dict)  # scalars only
     parameter_count: int = 0
+    tensors: tuple[TensorInfo, ...] = ()
 
     @property
     def architecture(self) -> str:
@@ -115,12 +138,15 @@ def _read(path: str, _size: int, _mtime: int) -> GGUFInfo:
             if value is not None:
                 metadata[key] = value
         params = 0
+        tensors = []
         for _ in range(n_tensors):
-            r.string()
-            shape = [r.unpack("<Q") for _ in range(r.unpack("<I"))]
-            r.pos += 12  # type (u32) and offset (u64)
+            name = r.string()
+            shape = tuple(r.unpack("<Q") for _ in range(r.unpack("<I")))
+            ggml_type = r.unpack("<I")
+            r.pos += 8  # offset (u64)
             n = 1
             for d in shape:
                 n *= d
             params += n
-    return GGUFInfo(metadata, params)
+            tensors.append(TensorInfo(name, ggml_type, shape))
+    return GGUFInfo(metadata, params, tuple(tensors))
