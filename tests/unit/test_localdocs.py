@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpt4all_api.core.plan import Plan, Turn
 from gpt4all_api.localdocs import chunk as chunking
 from gpt4all_api.localdocs.filters import check, matches
-from gpt4all_api.localdocs.index import Index
+from gpt4all_api.localdocs.index import Index, StoredChunk
 from gpt4all_api.localdocs.ingest import UnreadableFile, parse
-from gpt4all_api.localdocs.search import fts_query, search
-from gpt4all_api.localdocs.service import safe_filename
+from gpt4all_api.localdocs.prompt import augment, citations
+from gpt4all_api.localdocs.search import Hit, fts_query, search
+from gpt4all_api.localdocs.service import Result, safe_filename
 
 DIM = 64
 
@@ -241,3 +243,47 @@ def test_safe_filename(given: str, wanted: str) -> None:
 
 def test_long_names_are_cut_to_255_bytes() -> None:
     assert len(safe_filename("é" * 300 + ".md").encode()) <= 255
+
+
+def _result(file_id: str, name: str, text: str, page: int | None = None) -> Result:
+    chunk = StoredChunk(1, "vs_1", file_id, text, page, 10, 10 + len(text))
+    return Result(Hit(chunk, 0.5), name, {}, None, None, "2026-01-02")
+
+
+def test_sources_go_before_the_question_with_their_files() -> None:
+    plan = Plan(turns=(Turn("system", "Be brief."), Turn("user", "How many days?")))
+    results = [_result("file-a", "a.pdf", "27 days.", page=2), _result("file-b", "b.md", "Hi.")]
+    turns = augment(plan, results).turns
+    assert turns[0] == plan.turns[0]
+    assert turns[1].content.endswith("Question: How many days?")
+    assert "[1] a.pdf, page 2:\n27 days." in turns[1].content
+    assert "[2] b.md:\nHi." in turns[1].content
+    assert augment(plan, []) is plan
+
+
+def test_citations_at_markers_else_each_file_at_the_end() -> None:
+    results = [_result("file-a", "a.pdf", "x"), _result("file-b", "b.md", "y")]
+    text = "It is 27 days [1], see also [2] and [7]."
+    notes = citations(text, results)
+    assert [(n["file_id"], n["index"]) for n in notes] == [
+        ("file-a", text.index("[1]")),
+        ("file-b", text.index("[2]")),
+    ]
+    assert all(n["type"] == "file_citation" for n in notes)
+    plain = citations("No markers here.", [*results, _result("file-a", "a.pdf", "z")])
+    assert [(n["file_id"], n["index"]) for n in plain] == [("file-a", 16), ("file-b", 16)]
+    assert citations("", results) == []
+
+
+def test_reference_has_the_gpt4all_fields() -> None:
+    ref = _result("file-a", "a.md", "text").reference()
+    assert ref == {
+        "file": "a.md",
+        "title": "a.md",
+        "author": "",
+        "date": "2026-01-02",
+        "text": "text",
+        "page": -1,
+        "from": 10,
+        "to": 14,
+    }

@@ -68,7 +68,7 @@ def tool_of(tools: list[dict[str, Any]] | None) -> FileSearchTool | None:
             "score_threshold must be a number from 0 to 1",
             param=f"{where}.ranking_options.score_threshold",
         )
-    unknown = set(ranking) - {"ranker", "score_threshold", "hybrid_search"}
+    unknown = set(ranking) - {"ranker", "score_threshold"}
     if unknown:
         raise UnsupportedParameter(
             f"ranking_options.{sorted(unknown)[0]} is not supported",

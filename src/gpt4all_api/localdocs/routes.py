@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -215,6 +216,11 @@ async def store_object(d: LocalDocs, row: dict[str, Any]) -> dict[str, Any]:
     counts = await asyncio.to_thread(d.index.file_counts, row["id"])
     usage = await asyncio.to_thread(d.index.usage_bytes, row["id"])
     expires = row["expires_after"]
+    expires_at = row["last_active_at"] + expires["days"] * 86400 if expires else None
+    if expires_at is not None and expires_at <= time.time():
+        status = "expired"
+    else:
+        status = "in_progress" if counts["in_progress"] else "completed"
     return {
         "id": row["id"],
         "object": "vector_store",
@@ -223,9 +229,9 @@ async def store_object(d: LocalDocs, row: dict[str, Any]) -> dict[str, Any]:
         "description": row["description"],
         "usage_bytes": usage,
         "file_counts": counts,
-        "status": "in_progress" if counts["in_progress"] else "completed",
+        "status": status,
         "expires_after": expires,
-        "expires_at": row["last_active_at"] + expires["days"] * 86400 if expires else None,
+        "expires_at": expires_at,
         "last_active_at": row["last_active_at"],
         "metadata": row["metadata"],
         "embedding_model": row["embedding_model"],
