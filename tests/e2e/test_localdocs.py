@@ -628,3 +628,27 @@ def _wait_for(path: Path, text: str, timeout: float = 120.0) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"{text!r} not in:\n{path.read_text()}")
+
+
+def test_cli_docs_in_process(srv: ServerProcess, tmp_path: Path) -> None:
+    """Without --url the command serves the app itself, on the same data folder a server uses."""
+    folder = tmp_path / "letters"
+    folder.mkdir()
+    (folder / "letter.md").write_text("Dear Ada, the telescope arrives on Friday.")
+    where = [
+        "--models-dir",
+        str(srv.models_dir),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
+
+    def docs(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "gpt4all_api", "docs", *where, *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    r = docs("add", "letters", str(folder))
+    assert r.returncode == 0, r.stderr
+    assert "letters: 1 added" in r.stdout
+    assert (tmp_path / "data" / "localdocs" / "localdocs.sqlite3").exists()
+    r = docs("search", "letters", "when does the telescope arrive")
+    assert r.returncode == 0 and "Friday" in r.stdout
