@@ -160,6 +160,28 @@ def handbook(srv: ServerProcess) -> dict[str, Any]:
         return {"id": vs.id, "pdf": pdf, "docx": docx, "corrupt": corrupt, "md": md}
 
 
+def test_the_example_works_as_written(srv: ServerProcess, tmp_path: Path) -> None:
+    """The documentation's example, with a PDF opened from disk, against a fresh store."""
+    (tmp_path / "handbook.pdf").write_bytes(HANDBOOK_PDF)
+    client = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0)
+    vs = client.vector_stores.create(name="example")
+    with open(tmp_path / "handbook.pdf", "rb") as f:
+        done = client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=f)
+    assert done.status == "completed"
+    r = client.responses.create(
+        model=M,
+        input="How many vacation days do I get?",
+        tools=[{"type": "file_search", "vector_store_ids": [vs.id]}],
+        max_output_tokens=40,
+        temperature=0,
+    )
+    assert [item.type for item in r.output] == ["file_search_call", "message"]
+    notes = r.output[1].content[0].annotations
+    assert notes and {a.type for a in notes} == {"file_citation"}
+    assert {a.file_id for a in notes} == {done.id}
+    client.close()
+
+
 # -- files -------------------------------------------------------------------------------
 
 
