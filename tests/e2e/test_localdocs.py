@@ -314,6 +314,22 @@ def test_file_batches_and_other_embedding_model(oai: openai.OpenAI) -> None:
     assert sorted(f.id for f in files) == sorted(ids)
     hits = oai.vector_stores.search(vector_store_id=vs.id, query="what color")
     assert {h.file_id for h in hits.data} == set(ids)
+    oai.vector_stores.files.update(
+        vector_store_id=vs.id, file_id=ids[1], attributes={"keep": True, "year": 2024}
+    )
+    kept = oai.vector_stores.search(
+        vector_store_id=vs.id,
+        query="what color",
+        filters={
+            "type": "and",
+            "filters": [
+                {"type": "eq", "key": "keep", "value": True},
+                {"type": "gte", "key": "year", "value": 2020},
+            ],
+        },
+    )
+    assert [h.file_id for h in kept.data] == [ids[1]]
+    assert kept.data[0].attributes == {"keep": True, "year": 2024}
     with pytest.raises(openai.BadRequestError) as info:
         oai.vector_stores.search(
             vector_store_id=vs.id, query="x", extra_body={"embedding_model": M}

@@ -176,6 +176,13 @@ def test_hybrid_score_and_threshold(tmp_path: Path) -> None:
     assert [h.chunk.id for h in kept] == [hits[0].chunk.id]
 
 
+def test_search_within_some_files_only(tmp_path: Path) -> None:
+    index, ids = _index_with(tmp_path, DOCS)
+    q = "the code word for the vault"
+    hits = search(index, ["vs_1"], q, embed(q), limit=3, file_ids=[ids["tea.md"]])
+    assert hits and {h.chunk.file_id for h in hits} == {ids["tea.md"]}
+
+
 def test_fts_query_quotes_everything() -> None:
     assert fts_query('a "b" OR c*') == '"a" OR "b" OR "or" OR "c"'
     assert fts_query("!!!") is None

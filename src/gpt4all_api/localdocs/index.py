@@ -420,23 +420,30 @@ class Index:
 
     # -- retrieval ----------------------------------------------------------------------
 
-    def bm25(self, store_ids: Sequence[str], match: str, limit: int) -> list[int]:
+    def bm25(
+        self,
+        store_ids: Sequence[str],
+        match: str,
+        limit: int,
+        file_ids: Sequence[str] | None = None,
+    ) -> list[int]:
         """Chunk ids best first by BM25 for an FTS5 `match` expression."""
-        marks = ", ".join("?" * len(store_ids))
+        where, args = _chunks_of(store_ids, file_ids)
         rows = self._all(
             "SELECT f.rowid AS id FROM chunks_fts f JOIN chunks c ON c.id = f.rowid "
-            f"WHERE chunks_fts MATCH ? AND c.store_id IN ({marks}) "
-            "ORDER BY bm25(chunks_fts) LIMIT ?",
-            (match, *store_ids, limit),
+            f"WHERE chunks_fts MATCH ? AND {where} ORDER BY bm25(chunks_fts) LIMIT ?",
+            (match, *args, limit),
         )
         return [r["id"] for r in rows]
 
-    def vectors(self, store_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def vectors(
+        self, store_ids: Sequence[str], file_ids: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(chunk ids, their embeddings as rows) of the stores."""
-        marks = ", ".join("?" * len(store_ids))
+        where, args = _chunks_of(store_ids, file_ids)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id, embedding FROM chunks WHERE store_id IN ({marks})", tuple(store_ids)
+                f"SELECT c.id, c.embedding FROM chunks c WHERE {where}", args
             ).fetchall()
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
@@ -454,6 +461,18 @@ class Index:
             tuple(ids),
         )
         return {r["id"]: StoredChunk(**r) for r in rows}
+
+
+def _chunks_of(
+    store_ids: Sequence[str], file_ids: Sequence[str] | None
+) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause on `chunks c` for the stores (and files)."""
+    where = f"c.store_id IN ({', '.join('?' * len(store_ids))})"
+    args: tuple[Any, ...] = tuple(store_ids)
+    if file_ids is not None:
+        where += f" AND c.file_id IN ({', '.join('?' * len(file_ids))})"
+        args += tuple(file_ids)
+    return where, args
 
 
 def _store_row(row: dict[str, Any]) -> dict[str, Any]:

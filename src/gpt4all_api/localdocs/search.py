@@ -47,15 +47,17 @@ def search(
     limit: int,
     threshold: float = 0.0,
     mode: Mode = "hybrid",
+    file_ids: Sequence[str] | None = None,
 ) -> list[Hit]:
-    """The best `limit` chunks of the stores for `query`, best first."""
+    """The best `limit` chunks of the stores (of `file_ids` only, when given) for `query`, best
+    first."""
     depth = max(CANDIDATES, limit * 5)
     lists: list[list[int]] = []
     if mode in ("hybrid", "bm25"):
         match = fts_query(query)
-        lists.append(index.bm25(store_ids, match, depth) if match else [])
+        lists.append(index.bm25(store_ids, match, depth, file_ids) if match else [])
     if mode in ("hybrid", "vector") and query_vector is not None:
-        lists.append(_nearest(index, store_ids, query_vector, depth))
+        lists.append(_nearest(index, store_ids, query_vector, depth, file_ids))
     fused: dict[int, float] = {}
     for ranked in lists:
         for rank, chunk_id in enumerate(ranked):
@@ -68,9 +70,13 @@ def search(
 
 
 def _nearest(
-    index: Index, store_ids: Sequence[str], query_vector: np.ndarray, depth: int
+    index: Index,
+    store_ids: Sequence[str],
+    query_vector: np.ndarray,
+    depth: int,
+    file_ids: Sequence[str] | None,
 ) -> list[int]:
-    ids, matrix = index.vectors(store_ids)
+    ids, matrix = index.vectors(store_ids, file_ids)
     if not len(ids):
         return []
     q = np.asarray(query_vector, dtype=np.float32)

@@ -312,7 +312,39 @@ class LocalDocs:
         mode: searching.Mode = "hybrid",
         param: str = "vector_store_ids",
     ) -> list[Result]:
+        """The best `limit` chunks of the stores for `query`, best first. `filters` keep the
+        files whose attributes match (before ranking)."""
         stores = [await self.store(s) for s in store_ids]
+        model = self._model_of(stores, embedding_model, param)
+        if not stores or not query.strip():
+            return []
+        ids = [s["id"] for s in stores]
+        file_ids = None
+        if filters:
+            entries = [e for i in ids for e in await asyncio.to_thread(self.index.vs_files, i)]
+            file_ids = sorted({e["file_id"] for e in entries if matches(filters, e["attributes"])})
+            if not file_ids:
+                return []
+        vector = None
+        if mode != "bm25" and model is not None:
+            vector = (await self.embed(model, [query], "query"))[0]
+        hits = await asyncio.to_thread(
+            searching.search,
+            self.index,
+            ids,
+            query,
+            vector,
+            limit=limit,
+            threshold=threshold,
+            mode=mode,
+            file_ids=file_ids,
+        )
+        for i in ids:
+            await asyncio.to_thread(self.index.touch_store, i)
+        return await asyncio.to_thread(self._results, hits)
+
+    def _model_of(self, stores: list[dict[str, Any]], asked: str | None, param: str) -> str | None:
+        """The model that embedded the stores; a 400 when they differ, or differ from `asked`."""
         models = {s["embedding_model"] for s in stores}
         if len(models) > 1:
             raise InvalidRequest(
@@ -322,8 +354,8 @@ class LocalDocs:
                 code="embedding_model_mismatch",
             )
         model = models.pop() if models else None
-        if embedding_model and model and embedding_model != model:
-            wanted = self.state.store.resolve(embedding_model).id
+        if asked and model and asked != model:
+            wanted = self.state.store.resolve(asked).id
             if wanted != model:
                 raise InvalidRequest(
                     f"vector store {stores[0]['id']} was embedded with {model}, not "
@@ -331,51 +363,20 @@ class LocalDocs:
                     param="embedding_model",
                     code="embedding_model_mismatch",
                 )
-        if not stores or not query.strip():
-            return []
-        vector = None
-        if mode != "bm25" and model is not None:
-            vector = (await self.embed(model, [query], "query"))[0]
-        depth = limit * 4 if filters else limit
-        hits = await asyncio.to_thread(
-            searching.search,
-            self.index,
-            [s["id"] for s in stores],
-            query,
-            vector,
-            limit=depth,
-            threshold=threshold,
-            mode=mode,
-        )
-        results = []
-        records: dict[str, dict[str, Any] | None] = {}
-        entries: dict[tuple[str, str], dict[str, Any] | None] = {}
+        return model
+
+    def _results(self, hits: list[searching.Hit]) -> list[Result]:
+        """Hits with their files' names, attributes and metadata (blocking)."""
+        out = []
         for h in hits:
             c = h.chunk
-            if c.file_id not in records:
-                records[c.file_id] = await asyncio.to_thread(self.index.file, c.file_id)
-            if (c.store_id, c.file_id) not in entries:
-                entries[(c.store_id, c.file_id)] = await asyncio.to_thread(
-                    self.index.vs_file, c.store_id, c.file_id
-                )
-            record, entry = records[c.file_id], entries[(c.store_id, c.file_id)]
-            if record is None or entry is None:
+            record = self.index.file(c.file_id)
+            entry = self.index.vs_file(c.store_id, c.file_id)
+            if record is None or entry is None:  # removed meanwhile
                 continue
-            if filters and not matches(filters, entry["attributes"]):
-                continue
-            results.append(
-                Result(
-                    h,
-                    record["filename"],
-                    entry["attributes"],
-                    entry["title"],
-                    entry["author"],
-                    entry["date"],
-                )
-            )
-        for s in stores:
-            await asyncio.to_thread(self.index.touch_store, s["id"])
-        return results[:limit]
+            meta = (entry["title"], entry["author"], entry["date"])
+            out.append(Result(h, record["filename"], entry["attributes"], *meta))
+        return out
 
 
 def _day(timestamp: int) -> str:
