@@ -294,3 +294,13 @@ def test_reference_has_the_gpt4all_fields() -> None:
         "from": 10,
         "to": 14,
     }
+
+
+def test_vector_search_sees_changes_after_a_cached_search(tmp_path: Path) -> None:
+    index, ids = _index_with(tmp_path, DOCS)
+    q = "the code word for the vault"
+    first = search(index, ["vs_1"], q, embed(q), limit=3, mode="vector")
+    assert first[0].chunk.file_id == ids["moon.md"]
+    index.detach("vs_1", ids["moon.md"])
+    after = search(index, ["vs_1"], q, embed(q), limit=3, mode="vector")
+    assert after and ids["moon.md"] not in {h.chunk.file_id for h in after}

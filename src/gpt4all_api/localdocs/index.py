@@ -111,6 +111,8 @@ class Index:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._version = 0  # bumped by every change of chunks
+        self._matrices: dict[tuple[str, ...], tuple[int, np.ndarray, np.ndarray]] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -351,6 +353,7 @@ class Index:
                 db.execute(
                     "INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)", (cur.lastrowid, c.text)
                 )
+            self._version += 1
             usage = sum(len(c.text.encode()) for c in chunks) + blobs.nbytes
             db.execute(
                 "UPDATE vs_files SET status = 'completed', last_error = NULL, usage_bytes = ?, "
@@ -359,12 +362,12 @@ class Index:
             )
             return True
 
-    @staticmethod
-    def _drop_chunks(db: sqlite3.Connection, where: str, args: Sequence[Any]) -> None:
+    def _drop_chunks(self, db: sqlite3.Connection, where: str, args: Sequence[Any]) -> None:
         db.execute(
             f"DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE {where})", args
         )
         db.execute(f"DELETE FROM chunks WHERE {where}", args)
+        self._version += 1
 
     def chunk_count(self, store_id: str | None = None, file_id: str | None = None) -> int:
         where, args = ["1"], []
@@ -439,17 +442,25 @@ class Index:
     def vectors(
         self, store_ids: Sequence[str], file_ids: Sequence[str] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(chunk ids, their embeddings as rows) of the stores."""
-        where, args = _chunks_of(store_ids, file_ids)
+        """(chunk ids, their embeddings as rows) of the stores. The stores' matrix is kept in
+        memory until their chunks change."""
+        key = tuple(sorted(store_ids))
         with self._lock:
+            cached = self._matrices.get(key) if file_ids is None else None
+            if cached is not None and cached[0] == self._version:
+                return cached[1], cached[2]
+            where, args = _chunks_of(store_ids, file_ids)
             rows = self._db.execute(
                 f"SELECT c.id, c.embedding FROM chunks c WHERE {where}", args
             ).fetchall()
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows])
-        return ids, matrix
+            if not rows:
+                return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            matrix = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows])
+            if file_ids is None:
+                self._matrices = {k: v for k, v in self._matrices.items() if v[0] == self._version}
+                self._matrices[key] = (self._version, ids, matrix)
+            return ids, matrix
 
     def chunks_by_id(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
         if not ids:
