@@ -15,7 +15,6 @@ from html.parser import HTMLParser
 from pathlib import PurePath
 
 log = logging.getLogger(__name__)
-logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings about sloppy PDFs are noise
 
 TEXT_SUFFIXES = frozenset(
     {".txt", ".md", ".markdown", ".rst", ".text", ".csv", ".json", ".yaml", ".yml", ".log", ".tex"}
