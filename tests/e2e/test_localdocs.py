@@ -436,6 +436,27 @@ def test_responses_file_search_streams(oai: openai.OpenAI, handbook: dict[str, A
     assert handbook["docx"].id in cited
 
 
+def test_responses_file_search_is_stored_without_the_passages(
+    oai: openai.OpenAI, srv: ServerProcess, handbook: dict[str, Any]
+) -> None:
+    tool = {"type": "file_search", "vector_store_ids": [handbook["id"]], "max_num_results": 1}
+    first = oai.responses.create(
+        model=M, input="Where do visitors park?", tools=[tool], max_output_tokens=8, temperature=0
+    )
+    stored = oai.responses.retrieve(first.id)
+    assert stored.output[0].type == "file_search_call"
+    assert stored.output[1].content[0].annotations == first.output[1].content[0].annotations
+    items = oai.responses.input_items.list(first.id)
+    assert [i.content[0].text for i in items.data] == ["Where do visitors park?"]
+    second = oai.responses.create(
+        model=M, previous_response_id=first.id, input="Thanks!", max_output_tokens=8
+    )
+    assert second.status in ("completed", "incomplete")
+    # the first turn's prompt held the passage; the continued one holds only the conversation
+    assert second.usage is not None and first.usage is not None
+    assert second.usage.input_tokens < first.usage.input_tokens
+
+
 def test_responses_file_search_bad_tools(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         oai.responses.create(model=M, input="x", tools=[{"type": "file_search"}])
