@@ -7,5 +7,7 @@
 - `search`: hybrid retrieval (BM25 and vector similarity fused by reciprocal rank);
 - `service`: what the routes call: uploads, background indexing, embeddings, retrieval;
 - `prompt`: retrieved chunks -> the prompt's sources, citations and GPT4All references;
-- `routes`: `/v1/files` and `/v1/vector_stores`.
+- `files_api`, `routes`: `/v1/files` and `/v1/vector_stores`;
+- `responses`, `references`: `file_search` for the Responses API, `references` for chat;
+- `folder`: a folder kept as a collection (the `docs` command).
 """

@@ -1,141 +1,29 @@
-"""The OpenAI Files API (`/v1/files`) and Vector stores API (`/v1/vector_stores`), on LocalDocs."""
+"""The OpenAI Vector stores API (`/v1/vector_stores`: stores, their files, file batches and
+search) on LocalDocs, with the Files API (`files_api`) beside it."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import Response
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..api.openai_common import check_unknown
-from ..errors import InvalidRequest, NotFound, PayloadTooLarge
+from ..errors import NotFound
 from ..protocol.common import OpenAIModel
-from ..state import ServerState
+from . import files_api
+from .files_api import docs, page
 from .filters import check as check_filter
 from .service import LocalDocs, new_id
 
 router = APIRouter()
+router.include_router(files_api.router)
 
-PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 #: How soon the SDK's `*_and_poll` helpers ask again while a file is being indexed.
 POLL_AFTER = {"openai-poll-after-ms": "200"}
-
-
-def docs(request: Request) -> LocalDocs:
-    state: ServerState = request.app.state.server
-    assert state.localdocs is not None
-    return state.localdocs
-
-
-def _page(
-    items: list[dict[str, Any]], limit: int, order: str, after: str | None, before: str | None
-) -> dict[str, Any]:
-    """A list page, as OpenAI's cursor pagination has it."""
-    if not 1 <= limit <= 10_000:
-        raise InvalidRequest("limit must be between 1 and 10000", param="limit")
-    if order not in ("asc", "desc"):
-        raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
-    if order == "desc":
-        items = items[::-1]
-    ids = [i["id"] for i in items]
-    if after is not None:
-        items = items[ids.index(after) + 1 :] if after in ids else []
-    if before is not None:
-        ids = [i["id"] for i in items]
-        items = items[: ids.index(before)] if before in ids else items
-    page = items[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": len(items) > limit,
-    }
-
-
-# -- files -------------------------------------------------------------------------------
-
-
-def file_object(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "object": "file",
-        "bytes": row["bytes"],
-        "created_at": row["created_at"],
-        "expires_at": None,
-        "filename": row["filename"],
-        "purpose": row["purpose"],
-        "status": "processed",
-        "status_details": None,
-    }
-
-
-@router.post("/v1/files")
-async def create_file(
-    request: Request,
-    file: Annotated[UploadFile, File(description="The file to upload.")],
-    purpose: Annotated[str, Form(description="What the file is for (LocalDocs: assistants).")],
-) -> dict[str, Any]:
-    if purpose not in PURPOSES:
-        raise InvalidRequest(
-            f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}", param="purpose"
-        )
-    limit = request.app.state.server.settings.max_file_size
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"The file is larger than this server's limit of {limit} bytes.")
-    row = await docs(request).add_file(file.filename or "upload", data, purpose)
-    return file_object(row)
-
-
-@router.get("/v1/files")
-async def list_files(
-    request: Request,
-    purpose: str | None = None,
-    limit: int = 10_000,
-    order: Literal["asc", "desc"] = "desc",
-    after: str | None = None,
-) -> dict[str, Any]:
-    rows = await asyncio.to_thread(docs(request).index.files, purpose)
-    return _page([file_object(r) for r in rows], limit, order, after, None)
-
-
-@router.get("/v1/files/{file_id}")
-async def retrieve_file(file_id: str, request: Request) -> dict[str, Any]:
-    return file_object(await docs(request).file(file_id))
-
-
-@router.get(
-    "/v1/files/{file_id}/content",
-    response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
-)
-async def file_content(file_id: str, request: Request) -> Response:
-    d = docs(request)
-    row = await d.file(file_id)
-    data = await asyncio.to_thread(d.index.content_path(file_id).read_bytes)
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{_quote(row['filename'])}"},
-    )
-
-
-def _quote(name: str) -> str:
-    from urllib.parse import quote
-
-    return quote(name, safe="")
-
-
-@router.delete("/v1/files/{file_id}")
-async def delete_file(file_id: str, request: Request) -> dict[str, Any]:
-    d = docs(request)
-    await d.file(file_id)
-    await asyncio.to_thread(d.index.delete_file, file_id)
-    return {"id": file_id, "object": "file", "deleted": True}
 
 
 # -- vector stores -----------------------------------------------------------------------
@@ -284,7 +172,7 @@ async def list_vector_stores(
 ) -> dict[str, Any]:
     d = docs(request)
     rows = await asyncio.to_thread(d.index.stores)
-    return _page([await store_object(d, r) for r in rows], min(limit, 100), order, after, before)
+    return page([await store_object(d, r) for r in rows], min(limit, 100), order, after, before)
 
 
 @router.get("/v1/vector_stores/{vector_store_id}")
@@ -329,8 +217,6 @@ async def create_vector_store_file(
 
 
 def _json(body: dict[str, Any]) -> Response:
-    from fastapi.responses import JSONResponse
-
     return JSONResponse(body, headers=POLL_AFTER)
 
 
@@ -348,7 +234,7 @@ async def list_vector_store_files(
     await d.store(vector_store_id)
     rows = await asyncio.to_thread(d.index.vs_files, vector_store_id, filter)
     items = [vs_file_object(r) for r in rows]
-    return _page(items, min(limit, 100), order, after, before)
+    return page(items, min(limit, 100), order, after, before)
 
 
 async def _vs_file(d: LocalDocs, vector_store_id: str, file_id: str) -> dict[str, Any]:
@@ -481,7 +367,7 @@ async def list_file_batch_files(
     await d.store(vector_store_id)
     await batch_object(d, vector_store_id, batch_id)
     rows = await asyncio.to_thread(d.index.vs_files, vector_store_id, filter, batch_id)
-    return _page([vs_file_object(r) for r in rows], min(limit, 100), order, after, before)
+    return page([vs_file_object(r) for r in rows], min(limit, 100), order, after, before)
 
 
 # -- search ------------------------------------------------------------------------------
