@@ -37,6 +37,8 @@ from .library.catalog import catalog_from
 from .library.download import DownloadManager
 from .library.registry import registry_from
 from .library.store import ModelStore
+from .localdocs import routes as localdocs
+from .localdocs.service import LocalDocs
 from .metrics import Metrics
 from .middleware import REQUEST_ID_HEADER, install_middleware, request_id_of
 from .openapi import install_openapi
@@ -73,13 +75,15 @@ def build_state(settings: Settings) -> ServerState:
         raise RuntimeError(
             f"default model {default!r} not found in {settings.models_dir} ({exc.message})"
         ) from exc
-    return ServerState(
+    state = ServerState(
         settings=settings,
         store=store,
         registry=registry_from(settings, store, engine_config(settings)),
         default_model=default,
         downloads=DownloadManager(settings.models_dir, reserve=settings.download_reserve),
     )
+    state.localdocs = LocalDocs(state)
+    return state
 
 
 def exposure_warning(settings: Settings) -> str | None:
@@ -110,10 +114,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.ready = asyncio.Event()
         loader = asyncio.create_task(_load_default(state))
+        assert state.localdocs is not None
+        await state.localdocs.resume()
         try:
             yield
         finally:
             loader.cancel()
+            await state.localdocs.close()
             if state.downloads is not None:
                 await asyncio.to_thread(state.downloads.close)
             await state.registry.close(drain=True)
@@ -130,7 +137,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.state.metrics = Metrics(state)
     install_middleware(app, settings, app.state.metrics)
-    routers = (completions, chat, responses, anthropic, ollama, embeddings, models, tokens, system)
+    routers = (
+        completions,
+        chat,
+        responses,
+        anthropic,
+        ollama,
+        embeddings,
+        localdocs,
+        models,
+        tokens,
+        system,
+    )
     for module in routers:
         app.include_router(module.router)
     app.include_router(web.router)  # the playground page at /

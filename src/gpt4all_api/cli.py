@@ -11,6 +11,7 @@ import click
 
 from . import __version__
 from .bench.command import bench
+from .cli_docs import docs
 from .cli_models import models
 from .cli_settings import settings_from_flags, settings_options
 from .settings import Settings
@@ -75,6 +76,7 @@ def serve(**flags: Any) -> None:
 
 main.add_command(models)
 main.add_command(bench)
+main.add_command(docs)
 
 
 @main.command()

@@ -323,12 +323,15 @@ _SYSTEM = ("system", "instructions")
 #: theirs as caps, so the ceiling clips them instead.
 _STRICT_LIMITS = {"/v1/chat/completions", "/v1/completions"}
 GENERATION_PATHS = frozenset(_MESSAGES) | frozenset(_PROMPTS)
+#: File uploads (multipart): limited by the file size limit instead of the body size limit.
+UPLOAD_PATHS = frozenset({"/v1/files"})
 
 
 class BodyLimitMiddleware:
     """413 for bodies past the limit, found while the body streams in (or from Content-Length);
     400 for JSON that is not valid Unicode and for prompts that are too big, before the body is
-    validated by its router."""
+    validated by its router. File uploads have their own, larger limit (plus room for the
+    multipart framing); their router checks the file itself."""
 
     def __init__(self, app: ASGIApp, *, settings: Settings):
         self.app = app
@@ -339,9 +342,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        upload = scope.get("path", "") in UPLOAD_PATHS
+        limit = self.settings.max_file_size + 64 * 1024 if upload else self.limit
         length = _header(scope, b"content-length")
-        if length is not None and length.strip().isdigit() and int(length) > self.limit:
-            await send_error(scope, receive, send, self._too_large())
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            await send_error(scope, receive, send, self._too_large(upload))
             return
         chunks: list[bytes] = []
         size = 0
@@ -352,14 +357,15 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
-                await send_error(scope, receive, send, self._too_large())
+            if size > limit:
+                await send_error(scope, receive, send, self._too_large(upload))
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            check_body(scope.get("path", ""), body, self.settings)
+            if not upload:
+                check_body(scope.get("path", ""), body, self.settings)
         except APIError as err:
             await send_error(scope, receive, send, err)
             return
@@ -374,7 +380,12 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    def _too_large(self) -> PayloadTooLarge:
+    def _too_large(self, upload: bool = False) -> PayloadTooLarge:
+        if upload:
+            return PayloadTooLarge(
+                "The file is larger than this server's limit of "
+                f"{self.settings.max_file_size} bytes."
+            )
         return PayloadTooLarge(
             f"The request body is larger than this server's limit of {self.limit} bytes."
         )

@@ -116,7 +116,8 @@ _HEALTH = {
     "required": ["status", "model"],
 }
 
-#: What the model library's operations and the probes answer besides the rules' statuses:
+#: What the model library's operations, LocalDocs' and the probes answer besides the rules'
+#: statuses:
 #: an error status -> None (the dialect's error body) or its JSON schema; for 200, how the
 #: answer comes when the `stream` rule does not tell: "json", "stream" or "empty" (no body).
 LIBRARY: dict[tuple[str, str], dict[int, Any]] = {
@@ -126,6 +127,7 @@ LIBRARY: dict[tuple[str, str], dict[int, Any]] = {
     ("post", "/api/show"): {200: "json"},
     ("delete", "/api/delete"): {200: "empty", 409: None},
     ("post", "/api/pull"): {409: None, 502: None, 507: None},
+    ("post", "/v1/vector_stores"): {404: None},  # file_ids naming no file
     ("get", "/health"): {503: _HEALTH},
     ("get", "/ready"): {503: _HEALTH},
 }

@@ -232,7 +232,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=app_data_dir,
         validation_alias=_env("data_dir"),
-        description="Where the server keeps its own data (stored responses).",
+        description="Where the server keeps its own data (stored responses, files, vector stores).",
     )
     responses_max_stored: int = Field(
         10_000,
@@ -245,6 +245,20 @@ class Settings(BaseSettings):
         ge=0,
         validation_alias=_env("responses_max_age"),
         description="Seconds a stored response is kept (0: no limit).",
+    )
+
+    # -- LocalDocs: files and vector stores -------------------------------------------------
+    max_file_size: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        validation_alias=_env("max_file_size"),
+        description="Largest file upload (POST /v1/files) in bytes (413 past it).",
+    )
+    embedding_model: str | None = Field(
+        None,
+        validation_alias=_env("embedding_model"),
+        description="Model that embeds new vector stores (default: nomic-embed-text from the "
+        "models folder, else the embedded model as a stand-in).",
     )
 
     # -- model library: catalog, downloads, loaded models ---------------------------------
@@ -403,7 +417,7 @@ class Settings(BaseSettings):
             return Path(value).expanduser()
         return value
 
-    @field_validator("default_model", mode="before")
+    @field_validator("default_model", "embedding_model", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -13,6 +13,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .dialects.responses.store import ResponseStore
+    from .localdocs.service import LocalDocs
 
 
 @dataclass
@@ -25,3 +26,4 @@ class ServerState:
     load_error: str | None = None
     downloads: DownloadManager | None = None
     responses: ResponseStore | None = None  # opened on first use
+    localdocs: LocalDocs | None = None  # files and vector stores (database opened on first use)

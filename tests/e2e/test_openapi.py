@@ -22,6 +22,9 @@ KEY = "contract-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 STREAM_TYPES = {"text/event-stream", "application/x-ndjson"}
 MAX_BODY = 8192
+MAX_FILE = 4096
+#: The multipart upload of `POST /v1/files`: (form fields, files).
+UPLOAD = ({"purpose": "assistants"}, {"file": ("notes.md", b"# Notes\nhello")})
 CHAT = [{"role": "user", "content": "Say hi."}]
 WEATHER = {
     "type": "function",
@@ -75,6 +78,45 @@ EXAMPLES: dict[tuple[str, str], tuple[dict[str, str], dict[str, Any], Any]] = {
     ("get", "/health"): ({}, {}, None),
     ("get", "/ready"): ({}, {}, None),
     ("get", "/v1/stats"): ({}, {}, None),
+    # LocalDocs: `{file_id}`, `{vector_store_id}`, `{batch_id}` are made by `localdocs_ids`;
+    # string values "{name}" in a body are replaced by those ids.
+    ("post", "/v1/files"): ({}, {}, UPLOAD),
+    ("get", "/v1/files"): ({}, {"limit": 5}, None),
+    ("get", "/v1/files/{file_id}"): ({}, {}, None),
+    ("get", "/v1/files/{file_id}/content"): ({}, {}, None),
+    ("delete", "/v1/files/{file_id}"): ({}, {}, None),
+    ("post", "/v1/vector_stores"): ({}, {}, {"name": "docs", "file_ids": ["{file_id}"]}),
+    ("get", "/v1/vector_stores"): ({}, {"limit": 5}, None),
+    ("get", "/v1/vector_stores/{vector_store_id}"): ({}, {}, None),
+    ("post", "/v1/vector_stores/{vector_store_id}"): ({}, {}, {"name": "renamed"}),
+    ("delete", "/v1/vector_stores/{vector_store_id}"): ({}, {}, None),
+    ("post", "/v1/vector_stores/{vector_store_id}/files"): ({}, {}, {"file_id": "{file_id}"}),
+    ("get", "/v1/vector_stores/{vector_store_id}/files"): ({}, {"limit": 5}, None),
+    ("get", "/v1/vector_stores/{vector_store_id}/files/{file_id}"): ({}, {}, None),
+    ("post", "/v1/vector_stores/{vector_store_id}/files/{file_id}"): (
+        {},
+        {},
+        {"attributes": {"lang": "en"}},
+    ),
+    ("delete", "/v1/vector_stores/{vector_store_id}/files/{file_id}"): ({}, {}, None),
+    ("get", "/v1/vector_stores/{vector_store_id}/files/{file_id}/content"): ({}, {}, None),
+    ("post", "/v1/vector_stores/{vector_store_id}/file_batches"): (
+        {},
+        {},
+        {"file_ids": ["{file_id}"]},
+    ),
+    ("get", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}"): ({}, {}, None),
+    ("post", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel"): (
+        {},
+        {},
+        None,
+    ),
+    ("get", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files"): (
+        {},
+        {"limit": 5},
+        None,
+    ),
+    ("post", "/v1/vector_stores/{vector_store_id}/search"): ({}, {}, {"query": "hello"}),
 }
 
 
@@ -90,7 +132,16 @@ def srv(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path) -> Itera
     s = ServerProcess(
         models_dir=models,
         log_path=home / "server.log",
-        args=["--api-key", KEY, "--max-body-size", str(MAX_BODY), "--catalog-url", ""],
+        args=[
+            "--api-key",
+            KEY,
+            "--max-body-size",
+            str(MAX_BODY),
+            "--max-file-size",
+            str(MAX_FILE),
+            "--catalog-url",
+            "",
+        ],
     )
     s.start()
     yield s
@@ -111,10 +162,10 @@ def http(srv: ServerProcess) -> Iterator[httpx.Client]:
 
 
 def operations(doc: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every (method, path) of the document; deletes last, so that what they delete is used
-    first."""
+    """Every (method, path) of the document; deletes last (the deepest path first), so that
+    what they delete is used first."""
     ops = [(m, p) for p, item in doc["paths"].items() for m in item]
-    return sorted(ops, key=lambda op: op[0] == "delete")
+    return sorted(ops, key=lambda op: (op[0] == "delete", -op[1].count("/")))
 
 
 def schema_matches(doc: dict[str, Any], schema: dict[str, Any], value: Any) -> bool:
@@ -155,10 +206,37 @@ def call(
 ) -> httpx.Response:
     url = path.format(**params)
     headers = AUTH if headers is None else headers
+    if isinstance(body, tuple):  # a multipart upload: (form fields, files)
+        return http.request(method, url, params=query, data=body[0], files=body[1], headers=headers)
     if raw is not None:
         headers = {**headers, "Content-Type": "application/json"}
         return http.request(method, url, params=query, content=raw, headers=headers)
     return http.request(method, url, params=query, json=body, headers=headers)
+
+
+def localdocs_ids(http: httpx.Client) -> dict[str, str]:
+    """A file, a vector store holding it and a file batch, for the LocalDocs operations."""
+    upload = call(http, "post", "/v1/files", {}, body=UPLOAD)
+    assert upload.status_code == 200, upload.text
+    file_id = upload.json()["id"]
+    store = call(http, "post", "/v1/vector_stores", {}, body={"name": "contract"})
+    assert store.status_code == 200, store.text
+    store_id = store.json()["id"]
+    path = "/v1/vector_stores/{vector_store_id}/file_batches"
+    batch = call(http, "post", path, {"vector_store_id": store_id}, body={"file_ids": [file_id]})
+    assert batch.status_code == 200, batch.text
+    return {"file_id": file_id, "vector_store_id": store_id, "batch_id": batch.json()["id"]}
+
+
+def with_ids(value: Any, ids: dict[str, str]) -> Any:
+    """`value` with every string "{name}" replaced by `ids[name]`."""
+    if isinstance(value, dict):
+        return {k: with_ids(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_ids(v, ids) for v in value]
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
+        return ids.get(value[1:-1], value)
+    return value
 
 
 def body_schema(doc: dict[str, Any], op: dict[str, Any]) -> dict[str, Any]:
@@ -190,14 +268,22 @@ def test_every_operation_answers_as_documented(
     assert {op for op in ops} == set(EXAMPLES), "an operation without an example, or the reverse"
     stored = call(http, "post", "/v1/responses", {}, body=EXAMPLES[("post", "/v1/responses")][2])
     assert stored.status_code == 200, stored.text
-    ids = {"response_id": stored.json()["id"]}
+    ids = {"response_id": stored.json()["id"], **localdocs_ids(http)}
     seen: dict[tuple[str, str], set[int]] = {}
     for method, path in ops:
         op = doc["paths"][path][method]
         params, query, body = EXAMPLES[(method, path)]
         params = {**ids, **params}
+        body = with_ids(body, ids)
         answers = []
-        if "requestBody" in op:
+        if isinstance(body, tuple):  # multipart: missing or bad fields, a file too large
+            fields, files = body
+            answers.append((call(http, method, path, params, body=(fields, {})), 400))
+            answers.append((call(http, method, path, params, body=({"purpose": "x"}, files)), 400))
+            big = {"file": ("big.md", b"x" * (MAX_FILE + 1))}
+            answers.append((call(http, method, path, params, body=(fields, big)), 413))
+            answers.append((call(http, method, path, params, raw=b" " * (MAX_FILE + 70_000)), 413))
+        elif "requestBody" in op:
             schema = body_schema(doc, op)
             assert schema_matches(doc, schema, body), f"the example does not validate: {path}"
             unknown = {**body, "surely_not_a_field": 1}
@@ -211,7 +297,8 @@ def test_every_operation_answers_as_documented(
                 answers.append((call(http, method, path, params, body=missing), 404))
         for name in params:
             if "{" + name + "}" in path:
-                answers.append((call(http, method, path, {**params, name: "no-such-thing"}), 404))
+                unknown_id = {**params, name: "no-such-thing"}
+                answers.append((call(http, method, path, unknown_id, query, body), 404))
         for p in op.get("parameters", []):
             if p["in"] == "query" and p["schema"].get("type") in ("integer", "boolean"):
                 answers.append((call(http, method, path, params, {p["name"]: "abc"}), 400))

@@ -422,3 +422,35 @@ def test_catalog_missing_endpoint_is_graceful(page: Any, server: ServerProcess) 
     page.click("#tab-catalog")
     expect(page.locator("#catalog-status")).to_have_text("Catalog not available on this server.")
     assert page.locator("#catalog-list > li").count() == 0
+
+
+def test_documents_tab_indexes_files_and_chat_shows_sources(
+    page: Any, server: ServerProcess, tmp_path: Path
+) -> None:
+    note = tmp_path / "ferry.md"
+    note.write_text("The ferry to <b>Elba</b> leaves at 7:40 from pier 4.")
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.7 cut short")
+    open_page(page, server)
+    page.click("#tab-docs")
+    assert page.is_visible("#view-docs") and page.is_hidden("#view-chat")
+    page.fill("#docs-name", "trips")
+    page.set_input_files("#docs-files", [str(note), str(broken)])
+    page.click("#docs-upload")
+    expect(page.locator("#docs-status")).to_have_text("trips: 1 files indexed, 1 failed")
+    expect(page.locator("#docs-list")).to_contain_text("trips")
+
+    page.click("#tab-chat")
+    page.select_option("#localdocs", "trips")
+    page.fill("#max-tokens", "8")
+    page.fill("#prompt", "When does the ferry to Elba leave?")
+    page.press("#prompt", "Enter")
+    reply = page.locator(REPLY).last
+    expect(reply).to_have_attribute("data-state", "done")
+    sources = reply.locator(".sources")
+    expect(sources.locator("summary")).to_have_text("Sources (1)")
+    sources.locator("summary").click()
+    expect(sources.locator("li strong")).to_have_text("ferry.md")
+    # the passage is shown as text, never as HTML
+    expect(sources.locator("li p")).to_contain_text("<b>Elba</b>")
+    assert sources.locator("b").count() == 0

@@ -13,6 +13,7 @@ from ..core.plan import Limits, Plan, Reasoning, ToolCall, ToolPlan, Turn, parse
 from ..core.run import Run, start
 from ..engine.grammar import json_object_grammar, schema_grammar
 from ..errors import InvalidRequest
+from ..localdocs import references as localdocs
 from ..protocol.chat import ChatCompletionRequest
 from ..protocol.chat import ToolCall as WireToolCall
 from ..state import ServerState
@@ -160,10 +161,13 @@ def _wire_call(c: ToolCall) -> dict[str, Any]:
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Any:
     state: ServerState = request.app.state.server
     plan = translate(state, body)
+    references: list[dict[str, Any]] | None = []
+    if body.localdocs:
+        plan, references = await localdocs.retrieve(state, body.localdocs, plan)
     run = await start(state, plan, "chatcmpl")
     template = run.prompt.template if run.prompt else None
     if plan.stream:
-        return sse_response(_stream(state, run, body, plan, template))
+        return sse_response(_stream(state, run, body, plan, template, references))
     choices = await run.collect(request)
     out = []
     for c in choices:
@@ -174,7 +178,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
                 "message": message,
                 "logprobs": chat_logprobs(run.loaded.model, c.logprobs) if body.logprobs else None,
                 "finish_reason": finish,
-                "references": [],
+                "references": references,
             }
         )
     return {
@@ -189,7 +193,12 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
 
 
 async def _stream(
-    state: ServerState, run: Run, body: ChatCompletionRequest, plan: Plan, template: str | None
+    state: ServerState,
+    run: Run,
+    body: ChatCompletionRequest,
+    plan: Plan,
+    template: str | None,
+    references: list[dict[str, Any]] | None,
 ) -> AsyncIterator[dict[str, Any]]:
     def chunk(index: int, delta: dict[str, Any], finish: str | None, lp: Any = None) -> dict:
         return {
@@ -225,7 +234,10 @@ async def _stream(
             delta["function_call"] = message["function_call"]
         if delta:
             yield chunk(ev.index, delta, None)
-        yield chunk(ev.index, {}, finish)
+        last = chunk(ev.index, {}, finish)
+        if body.localdocs:  # as the GPT4All app: the references come with the last chunk
+            last["choices"][0]["references"] = references
+        yield last
     if body.include_usage:
         yield {
             "id": run.id,

@@ -129,6 +129,12 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     verbosity: str | None = None
     web_search_options: Any = None
+    # -- extension: GPT4All LocalDocs ---------------------------------------------------
+    localdocs: list[str] | None = Field(
+        None,
+        description="LocalDocs collections (vector store names or ids) to answer from; each "
+        "choice then carries `references` (null when nothing was found).",
+    )
 
     def check_supported(self) -> None:
         if self.top_logprobs and not self.logprobs:

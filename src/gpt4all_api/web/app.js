@@ -1,4 +1,5 @@
-// The gpt4all-api playground: a chat page and a model catalog over the server's own /v1 API.
+// The gpt4all-api playground: a chat page, LocalDocs collections and a model catalog over the
+// server's own /v1 API.
 // Model output is only ever set with textContent, never parsed as HTML.
 "use strict";
 
@@ -215,6 +216,9 @@ async function send(text) {
     top_p: numberOr("top-p", 1),
     max_tokens: Math.max(1, Math.round(numberOr("max-tokens", 512))),
   };
+  const collection = $("localdocs").value;
+  if (collection) request.localdocs = [collection];
+  let references;
   try {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
@@ -240,9 +244,11 @@ async function send(text) {
           if (following) list.scrollTop = list.scrollHeight;
         }
         if (choice.finish_reason) finish = choice.finish_reason;
+        if (choice.references !== undefined) references = choice.references;
       }
     }
     remember(answer);
+    if (collection) showSources(reply, references);
     reply.meta.textContent = describeReply(usage, finish, started, firstAt, performance.now());
     reply.item.dataset.state = "done";
   } catch (err) {
@@ -264,6 +270,28 @@ async function send(text) {
     if (chat.controller === controller) chat.controller = null;
     setBusy(false);
   }
+}
+
+// The passages a reply was given (GPT4All's `references`), under it, as plain text.
+function showSources(reply, references) {
+  const box = document.createElement("details");
+  box.className = "sources";
+  const summary = document.createElement("summary");
+  const found = references || [];
+  summary.textContent = found.length ? `Sources (${found.length})` : "No sources found";
+  box.append(summary);
+  const list = document.createElement("ol");
+  for (const ref of found) {
+    const item = document.createElement("li");
+    const where = document.createElement("strong");
+    where.textContent = ref.page > 0 ? `${ref.file}, page ${ref.page}` : ref.file;
+    const text = document.createElement("p");
+    text.textContent = ref.text;
+    item.append(where, text);
+    list.append(item);
+  }
+  box.append(list);
+  reply.item.append(box);
 }
 
 function stop() {
@@ -423,10 +451,108 @@ async function pull(m, ui) {
   }
 }
 
+// ---------------------------------------------------------------- documents
+
+// The collections (vector stores): listed on the Documents tab and offered in the chat settings.
+async function loadCollections() {
+  let response;
+  try {
+    response = await fetch("/v1/vector_stores?limit=100", { headers: authHeaders(false) });
+  } catch (err) {
+    $("docs-status").textContent = `Cannot reach the server: ${err.message}`;
+    return null;
+  }
+  if (!response.ok) {
+    $("docs-status").textContent = await errorMessage(response);
+    return null;
+  }
+  const stores = (await response.json()).data;
+  const list = $("docs-list");
+  list.replaceChildren();
+  for (const s of stores) {
+    const item = document.createElement("li");
+    item.className = "catalog-item";
+    const title = document.createElement("h3");
+    title.textContent = s.name || s.id;
+    const facts = document.createElement("p");
+    facts.className = "facts";
+    const c = s.file_counts;
+    const parts = [`${c.completed} files indexed`];
+    if (c.in_progress) parts.push(`${c.in_progress} indexing`);
+    if (c.failed) parts.push(`${c.failed} failed`);
+    parts.push(formatBytes(s.usage_bytes), `embedded with ${s.embedding_model}`);
+    facts.textContent = parts.join(" · ");
+    item.append(title, facts);
+    list.append(item);
+  }
+  const select = $("localdocs");
+  const current = select.value;
+  const names = [...new Set(stores.map((s) => s.name).filter(Boolean))];
+  select.replaceChildren(new Option("None", ""), ...names.map((n) => new Option(n, n)));
+  select.value = names.includes(current) ? current : "";
+  return stores;
+}
+
+async function uploadDocs() {
+  const name = $("docs-name").value.trim();
+  const files = [...$("docs-files").files];
+  const status = $("docs-status");
+  if (!name || !files.length) return;
+  $("docs-upload").disabled = true;
+  try {
+    const stores = (await loadCollections()) || [];
+    let store = stores.find((s) => s.name === name);
+    if (!store) {
+      const r = await fetch("/v1/vector_stores", {
+        method: "POST",
+        headers: authHeaders(true),
+        body: JSON.stringify({ name }),
+      });
+      if (!r.ok) throw new Error(await errorMessage(r));
+      store = await r.json();
+    }
+    for (const [i, file] of files.entries()) {
+      status.textContent = `Uploading ${file.name} (${i + 1} of ${files.length})…`;
+      const form = new FormData();
+      form.append("purpose", "assistants");
+      form.append("file", file);
+      let r = await fetch("/v1/files", { method: "POST", headers: authHeaders(false), body: form });
+      if (!r.ok) throw new Error(await errorMessage(r));
+      const uploaded = await r.json();
+      r = await fetch(`/v1/vector_stores/${store.id}/files`, {
+        method: "POST",
+        headers: authHeaders(true),
+        body: JSON.stringify({ file_id: uploaded.id, attributes: { path: file.name } }),
+      });
+      if (!r.ok) throw new Error(await errorMessage(r));
+    }
+    for (;;) {
+      const r = await fetch(`/v1/vector_stores/${store.id}`, { headers: authHeaders(false) });
+      if (!r.ok) throw new Error(await errorMessage(r));
+      const c = (await r.json()).file_counts;
+      if (!c.in_progress) {
+        status.textContent =
+          `${name}: ${c.completed} files indexed` + (c.failed ? `, ${c.failed} failed` : "");
+        break;
+      }
+      status.textContent = `Indexing ${name}: ${c.total - c.in_progress} of ${c.total} files…`;
+      await new Promise((done) => setTimeout(done, 300));
+    }
+    $("docs-files").value = "";
+    await loadCollections();
+  } catch (err) {
+    status.textContent = err.message;
+  } finally {
+    $("docs-upload").disabled = false;
+  }
+}
+
 // ---------------------------------------------------------------- tabs and wiring
 
+const TABS = ["chat", "docs", "catalog"];
+
 function selectTab(name) {
-  for (const tab of ["chat", "catalog"]) {
+  for (const tab of TABS) {
     const active = tab === name;
     const button = $(`tab-${tab}`);
     button.setAttribute("aria-selected", String(active));
@@ -434,6 +560,7 @@ function selectTab(name) {
     $(`view-${tab}`).hidden = !active;
   }
   if (name === "catalog") loadCatalog();
+  if (name === "docs") loadCollections();
 }
 
 function bindRange(id) {
@@ -476,11 +603,19 @@ function init() {
   $("stop").addEventListener("click", stop);
   $("new-chat").addEventListener("click", newChat);
   $("tab-chat").addEventListener("click", () => selectTab("chat"));
+  $("tab-docs").addEventListener("click", () => selectTab("docs"));
   $("tab-catalog").addEventListener("click", () => selectTab("catalog"));
   $("catalog-refresh").addEventListener("click", loadCatalog);
+  $("docs-refresh").addEventListener("click", loadCollections);
+  $("docs-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    uploadDocs();
+  });
   document.querySelector(".tabs").addEventListener("keydown", (event) => {
     if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
-      const next = $("tab-chat").getAttribute("aria-selected") === "true" ? "catalog" : "chat";
+      const now = TABS.findIndex((t) => $(`tab-${t}`).getAttribute("aria-selected") === "true");
+      const step = event.key === "ArrowRight" ? 1 : TABS.length - 1;
+      const next = TABS[(now + step) % TABS.length];
       selectTab(next);
       $(`tab-${next}`).focus();
     }
@@ -488,6 +623,7 @@ function init() {
 
   loadStatus();
   loadModels();
+  loadCollections();
   $("prompt").focus();
 }
 

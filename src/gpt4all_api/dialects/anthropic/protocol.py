@@ -88,3 +88,9 @@ class MessagesRequest(CountTokensRequest):
     temperature: float | None = Field(None, ge=0.0, le=1.0)
     top_k: int | None = Field(None, ge=0)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
+    # -- extension: GPT4All LocalDocs ---------------------------------------------------
+    localdocs: list[str] | None = Field(
+        None,
+        description="LocalDocs collections (vector store names or ids) to answer from; the "
+        "answer then carries `references` (null when nothing was found).",
+    )

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from ...api.streaming import sse_response
 from ...core import reply
 from ...core.run import count_prompt, load_model, new_id, start
+from ...localdocs import references as localdocs
 from ...state import ServerState
 from .. import ignored_tools_headers
 from . import render
@@ -27,17 +28,30 @@ router = APIRouter()
 async def create_message(body: MessagesRequest, request: Request) -> Any:
     state: ServerState = request.app.state.server
     t = translate(state, body)
-    run = await start(state, t.plan)
+    plan, refs = t.plan, None
+    if body.localdocs:
+        plan, refs = await localdocs.retrieve(state, body.localdocs, plan)
+    run = await start(state, plan)
     run.id = new_id("msg", "_")
     if t.plan.stream:
-        return sse_response(
-            render.stream(run, t.plan), "anthropic", headers=ignored_tools_headers(t.ignored_tools)
-        )
+        events = render.stream(run, t.plan)
+        if body.localdocs:
+            events = _with_references(events, refs)
+        return sse_response(events, "anthropic", headers=ignored_tools_headers(t.ignored_tools))
     choices = await run.collect(request)
     end = reply.final(t.plan.tools, choices[0])
-    return JSONResponse(
-        render.message(run, end, t.plan), headers=ignored_tools_headers(t.ignored_tools)
-    )
+    message = render.message(run, end, t.plan)
+    if body.localdocs:
+        message["references"] = refs
+    return JSONResponse(message, headers=ignored_tools_headers(t.ignored_tools))
+
+
+async def _with_references(events: Any, refs: list[dict[str, Any]] | None) -> Any:
+    """GPT4All's references on the message of `message_start` (known before generation)."""
+    async for kind, data in events:
+        if kind == "message_start":
+            data = {**data, "message": {**data["message"], "references": refs}}
+        yield kind, data
 
 
 @router.post("/v1/messages/count_tokens", response_model=None)

@@ -57,6 +57,12 @@ class GenerateRequest(_Generation):
 class ChatRequest(_Generation):
     messages: list[Message] | None = None
     tools: list[dict[str, Any]] | None = None
+    # -- extension: GPT4All LocalDocs ---------------------------------------------------
+    localdocs: list[str] | None = Field(
+        None,
+        description="LocalDocs collections (vector store names or ids) to answer from; the "
+        "answer then carries `references` (null when nothing was found).",
+    )
 
 
 class EmbedRequest(OpenAIModel):

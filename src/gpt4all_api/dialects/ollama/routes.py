@@ -5,6 +5,7 @@ app's one error boundary (every path under `/api/`)."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from ...core import reply
 from ...core.run import start
 from ...errors import InvalidRequest
 from ...library.registry import Loaded
+from ...localdocs import references as localdocs
 from ...state import ServerState
 from . import embed, models, render, translate
 from .protocol import ChatRequest, GenerateRequest, JSONRoute
@@ -27,7 +29,12 @@ router.include_router(embed.router)
 @router.post("/api/chat", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Any:
     clock = render.Clock(time.monotonic())
-    t = translate.chat(request.app.state.server, body)
+    state: ServerState = request.app.state.server
+    t = translate.chat(state, body)
+    if body.localdocs and t.plan.turns:
+        plan, refs = await localdocs.retrieve(state, body.localdocs, t.plan)
+        t = replace(t, plan=plan)
+        return await _answer(request, "chat", body.model, t, clock, empty=False, refs=refs)
     return await _answer(request, "chat", body.model, t, clock, empty=not t.plan.turns)
 
 
@@ -38,6 +45,14 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
     return await _answer(request, "generate", body.model, t, clock, empty=not body.prompt)
 
 
+async def _with_references(
+    chunks: AsyncIterator[dict[str, Any]], refs: list[dict[str, Any]] | None
+) -> AsyncIterator[dict[str, Any]]:
+    """GPT4All's references on the last line of a stream."""
+    async for chunk in chunks:
+        yield {**chunk, "references": refs} if chunk.get("done") else chunk
+
+
 async def _answer(
     request: Request,
     kind: render.Kind,
@@ -46,7 +61,9 @@ async def _answer(
     clock: render.Clock,
     *,
     empty: bool,
+    refs: list[dict[str, Any]] | bool | None = False,
 ) -> Any:
+    """`refs`: GPT4All's references to add (False: none asked for)."""
     state: ServerState = request.app.state.server
     entry = models.resolve(state, name)
     plan = replace(t.plan, model=entry.id)
@@ -61,9 +78,15 @@ async def _answer(
     run = await start(state, plan, "ollama")
     clock.submitted = time.monotonic()
     if plan.stream:
-        return ndjson_response(render.stream(kind, name, run, clock))
+        chunks = render.stream(kind, name, run, clock)
+        if refs is not False:
+            chunks = _with_references(chunks, refs)
+        return ndjson_response(chunks)
     choices = await run.collect(request)
-    return render.whole(kind, name, run, reply.final(plan.tools, choices[0]), clock)
+    answer = render.whole(kind, name, run, reply.final(plan.tools, choices[0]), clock)
+    if refs is not False:
+        answer["references"] = refs
+    return answer
 
 
 def _check_num_ctx(num_ctx: int | None, loaded: Loaded) -> None:

@@ -14,6 +14,7 @@ from ...core import reply
 from ...core.plan import Turn
 from ...core.run import new_id, start
 from ...errors import APIError, NotFound
+from ...localdocs import responses as file_search
 from ...state import ServerState
 from .. import ignored_tools_headers
 from . import render
@@ -70,7 +71,8 @@ async def create_response(body: ResponsesRequest, request: Request) -> Any:
             )
         history = found
     t = translate(state, body, history)
-    run = await start(state, t.plan, "resp")
+    search = await file_search.prepare(state, body.tools, body.include, body.tool_choice, t.plan)
+    run = await start(state, search.plan if search else t.plan, "resp")
     response = render.skeleton(body, run, new_id("resp", "_"))
     headers = ignored_tools_headers(t.ignored_tools)
 
@@ -94,12 +96,15 @@ async def create_response(body: ResponsesRequest, request: Request) -> Any:
                 "sequence_number": 0,
             }
 
-        return sse_response(
-            render.stream(body, run, response, on_done), on_error=on_error, headers=headers
-        )
+        frames = render.stream(body, run, response, on_done)
+        if search:
+            frames = search.stream(frames, response["output"])
+        return sse_response(frames, on_error=on_error, headers=headers)
     choices = await run.collect(request)
     end = reply.final(t.plan.tools, choices[0])
     response["output"] = render.output_items(end, body)
+    if search:
+        search.complete(response["output"])
     render.finish(response, end, run)
     await on_done(response, end)
     return JSONResponse(response, headers=headers)

@@ -164,6 +164,8 @@ def _tools(body: ResponsesRequest) -> tuple[list[tooling.Tool], list[str]]:
                     "parameters must be a JSON schema object", param=f"tools[{i}].parameters"
                 )
             functions.append(tooling.Tool(name, str(tool.get("description") or ""), params))
+        elif kind == "file_search":
+            continue  # run by the server before generation (`localdocs.responses`)
         elif kind in HOSTED_TOOLS:
             ignored.append(kind)
         else:
@@ -196,6 +198,8 @@ def _tool_plan(body: ResponsesRequest, functions: list[tooling.Tool]) -> ToolPla
                     param="tool_choice",
                 )
             return ToolPlan(tuple(named), "named", parallel)
+        if kind == "file_search":  # the search always runs before generation
+            return ToolPlan(tuple(functions), "none", parallel)
         if kind in HOSTED_TOOLS:
             raise UnsupportedParameter(
                 f"tool_choice requires the '{kind}' tool, which this server cannot run",
