@@ -184,11 +184,9 @@ def spec(
     tokenize: Any,
     detokenize: Any,
     grammar: str | None,
-    grammar_trigger: str | None = None,
 ) -> ReasoningSpec | None:
     """The engine's part of a resolved request; `tokenize(text)` gives token ids and
-    `detokenize(ids)` their text. `grammar` (lazy from `grammar_trigger`, when given) is for
-    the answer."""
+    `detokenize(ids)` their text. `grammar` is the answer's."""
     if not r.watch or r.fmt is None:
         return None
     f = r.fmt
@@ -211,5 +209,4 @@ def spec(
         header_tokens=tuple(tokenize(f.header_text)) if f.header_text else (),
         budget=r.budget,
         grammar=grammar,
-        grammar_trigger=grammar_trigger,
     )

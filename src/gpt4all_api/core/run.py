@@ -120,24 +120,19 @@ def generation_request(
 ) -> GenerationRequest:
     """The engine request for one prompt of a plan."""
     model = loaded.model
-    grammar, trigger = plan.grammar, None
     tools = plan.tools
-    if grammar is None and tools.mode == "auto" and tools.offered:
+    call_grammar = None
+    if plan.grammar is None and tools.mode == "auto" and tools.offered:
         # the model may answer in prose; once it opens a call, the call is constrained
-        grammar = tooling.auto_call_grammar(list(tools.offered), tools.parallel)
-        trigger = tooling.AUTO_TRIGGER
+        call_grammar = tooling.auto_call_grammar(list(tools.offered), tools.parallel)
     think = reasoning.spec(
         prompt.thinking,
         lambda t: model.tokenize(t, add_special=False),
         lambda ids: model.detokenize(ids, special=True),
-        grammar,
-        trigger,
+        plan.grammar,
     )
-    sampling = sampling_params(
-        plan.sampling, loaded, None if think else grammar, state.settings.temperature
-    )
-    if think is None and trigger is not None:
-        sampling = replace(sampling, grammar_trigger=trigger)
+    grammar = None if think is not None else plan.grammar  # else it follows the thinking
+    sampling = sampling_params(plan.sampling, loaded, grammar, state.settings.temperature)
     return GenerationRequest(
         prompt_tokens=prompt.tokens,
         max_tokens=budget(state, loaded, len(prompt.tokens), plan.limits),
@@ -145,6 +140,8 @@ def generation_request(
         # a grammar ends the reply itself: a stop string could only cut its JSON short
         stop=() if plan.grammar is not None else plan.stop + prompt.stops,
         reasoning=think,
+        call_grammar=call_grammar,
+        call_open=tooling.CALL_OPEN,
         prompt_chunk=plan.prompt_chunk or state.settings.prompt_batch_size,
         n=plan.n,
         logprobs=plan.logprobs,
@@ -251,7 +248,7 @@ class Run:
                 c = self.choices[ev.index]
                 if isinstance(ev, TextEvent):
                     (c.reasoning if ev.reasoning else c.text).append(ev.text)
-                    if ev.logprob is not None:
+                    if ev.logprob is not None and not ev.reasoning:  # the answer's only
                         c.logprobs.append(ev.logprob)
                 elif isinstance(ev, FinishEvent):
                     c.finish_reason = ev.reason

@@ -85,19 +85,15 @@ def call_grammar(tools: list[Tool]) -> str:
     return schema_grammar(call_schema(tools), "tools", prop_order=["name", "arguments"])
 
 
-#: Where the grammar of `auto_call_grammar` takes over: the reply's first `<tool_call>`.
-AUTO_TRIGGER = r"[\s\S]*?(" + re.escape(CALL_OPEN) + r")[\s\S]*"
-
-
 def auto_call_grammar(tools: list[Tool], parallel: bool) -> str:
-    """In `auto` mode, a grammar for the calls once the model opens one (applied lazily, from
-    `AUTO_TRIGGER`): `<tool_call>` blocks, each one call whose arguments match its schema, and
-    then the end of the reply. Prose before the first call is free."""
+    """In `auto` mode, the grammar of what follows a `<tool_call>` the model opens: one call
+    whose arguments match its schema, the close tag, any further calls, and then the end of the
+    reply. The engine applies it from the open tag on (prose before it is free)."""
     calls = call_grammar(tools)
     body = re.sub(r"^root ::=", "tool-call-json ::=", calls, count=1, flags=re.M)
-    block = f'"{CALL_OPEN}" "\\n"? tool-call-json "\\n"? "{CALL_CLOSE}"'
-    more = f' ( "\\n"? {block} )*' if parallel else ""
-    return f"root ::= {block}{more}\n{body}"
+    rest = f'call-ws tool-call-json call-ws "{CALL_CLOSE}"'
+    more = f' ( call-ws "{CALL_OPEN}" {rest} )*' if parallel else ""
+    return f"root ::= {rest}{more}\ncall-ws ::= [ \\t\\n]{{0,4}}\n{body}"
 
 
 def new_call_id() -> str:

@@ -44,7 +44,6 @@ class ReasoningSpec:
     budget: int | None = None
     #: A grammar for the answer only: it applies once the thinking has ended.
     grammar: str | None = None
-    grammar_trigger: str | None = None  # the grammar waits for it (see `SamplingParams`)
 
 
 class Phase(Enum):
@@ -133,7 +132,8 @@ class ReasoningSplitter:
             if again and s.startswith(again):  # another thinking block (harmony allows several)
                 self._held = s[len(again) :]
                 self.phase = Phase.THINKING
-                self._lead = True
+                if not self._lead:
+                    self._space = "\n\n"  # kept apart from the block before
                 return True
             for h in spec.answer_headers:
                 if s.startswith(h):

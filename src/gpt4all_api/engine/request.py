@@ -31,6 +31,10 @@ class GenerationRequest:
     #: How the model marks its thinking, for a model that reasons. Stop strings then apply to the
     #: answer only, and `sampling.grammar` must be None (the spec's grammar follows the thinking).
     reasoning: ReasoningSpec | None = None
+    #: A grammar for the rest of a tool call, applied once the answer holds `call_open` (with
+    #: nothing but whitespace after it so far): prose before a call is free, the call is not.
+    call_grammar: str | None = None
+    call_open: str = ""
 
 
 @dataclass(frozen=True, slots=True)

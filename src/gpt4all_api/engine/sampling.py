@@ -26,9 +26,6 @@ class SamplingParams:
     seed: int | None = None
     logit_bias: dict[int, float] = field(default_factory=dict)
     grammar: str | None = None
-    #: With a grammar: a regular expression over the generated text. The grammar then waits
-    #: until the text matches it, and constrains what follows from the start of its first group.
-    grammar_trigger: str | None = None
 
     @property
     def greedy(self) -> bool:
@@ -63,16 +60,7 @@ class SamplerChain:
                 biases[i].token = tok
                 biases[i].bias = -float("inf") if bias <= -100 else bias
             add(lc.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases))
-        if params.grammar and params.grammar_trigger:
-            patterns = (ctypes.c_char_p * 1)(params.grammar_trigger.encode())
-            self._grammar = lc.llama_sampler_init_grammar_lazy_patterns(
-                vocab, params.grammar.encode(), b"root", patterns, 1, None, 0
-            )
-            if not self._grammar:
-                lc.llama_sampler_free(self.ptr)
-                raise ValueError("llama.cpp rejected the grammar")
-            add(self._grammar)
-        elif params.grammar:
+        if params.grammar:
             self._grammar = lc.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
             if not self._grammar:
                 lc.llama_sampler_free(self.ptr)

@@ -242,13 +242,13 @@ class Engine:
                     job.think = ReasoningSplitter(req.reasoning)
                     if req.reasoning.grammar is not None:
                         job.answer_chain = self._chain(
-                            dataclasses.replace(
-                                sampling,
-                                grammar=req.reasoning.grammar,
-                                grammar_trigger=req.reasoning.grammar_trigger,
-                            ),
+                            dataclasses.replace(sampling, grammar=req.reasoning.grammar),
                             req.prompt_tokens,
                         )
+                if req.call_grammar is not None:
+                    job.call_chain = self._chain(
+                        dataclasses.replace(sampling, grammar=req.call_grammar), req.prompt_tokens
+                    )
                 if req.logprobs is not None and sampling.uses_penalties:
                     n = sampling.repeat_last_n
                     job.history = collections.deque(
@@ -440,11 +440,16 @@ class Engine:
         self._generated += 1
         text = job.decoder.feed(self.model.token_bytes(token, special=think is not None))
         if think is None:
+            self._watch_call(job, text)
             out, stopped = job.stops.feed(text) if text else ("", False)
             pushed = job.handle.push(TextEvent(job.index, out, token, logprob))
         else:
-            was_thinking = not think.answering
-            pushed, stopped = self._push_split(job, think.feed(text), token, logprob)
+            was_thinking = think.thinking
+            before = think.reasoning_tokens
+            pieces = think.feed(text)
+            self._watch_call(job, "".join(t for r, t in pieces if not r))
+            thought = think.reasoning_tokens > before  # this token was part of the thinking
+            pushed, stopped = self._push_split(job, pieces, token, logprob, thought)
             if was_thinking and think.answering and not job.forced:
                 self._thinking_ended(job)
         if not pushed:
@@ -467,8 +472,11 @@ class Engine:
         pieces: list[tuple[bool, str]],
         token: int,
         logprob: TokenLogprob | None,
+        thought: bool = False,
     ) -> tuple[bool, bool]:
-        """Send a reasoning model's text pieces; stop strings apply to the answer only.
+        """Send a reasoning model's text pieces; stop strings apply to the answer only. The
+        token (and its logprob) goes with its first answer piece, else its first piece; with no
+        text at all, with an empty event marked as thinking when `thought`.
         Returns (the client is still there, a stop string matched)."""
         events: list[TextEvent] = []
         stopped = False
@@ -480,10 +488,30 @@ class Engine:
             if stopped:
                 break
         if events:
-            events[0] = dataclasses.replace(events[0], token=token, logprob=logprob)
+            first = next((i for i, e in enumerate(events) if not e.reasoning), 0)
+            events[first] = dataclasses.replace(events[first], token=token, logprob=logprob)
         else:
-            events.append(TextEvent(job.index, "", token, logprob))
+            events.append(TextEvent(job.index, "", token, logprob, thought))
         return all(job.handle.push(e) for e in events), stopped
+
+    def _watch_call(self, job: Job, text: str) -> None:
+        """Put the call grammar in place once the answer opens a tool call. A token that
+        brought more than whitespace after the open tag was sampled free: that call stays
+        unconstrained (a grammar fed text it rejects would abort the process)."""
+        if job.call_chain is None or not text:
+            return
+        mark = job.request.call_open
+        seen = job.answer_seen + text
+        i = seen.find(mark)
+        if i == -1:
+            job.answer_seen = seen[-(len(mark) - 1) :] if len(mark) > 1 else ""
+            return
+        if seen[i + len(mark) :].strip():
+            job.call_chain.free()
+        else:
+            job.chain.free()
+            job.chain = job.call_chain
+        job.call_chain = None
 
     def _thinking_ended(self, job: Job) -> None:
         """The model closed its thinking itself: a format with an answer header gets it written

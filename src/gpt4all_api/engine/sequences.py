@@ -51,9 +51,10 @@ class Job:
     done: bool = False
     think: ReasoningSplitter | None = None  # for a model that reasons
     answer_chain: SamplerChain | None = None  # the chain with the answer's grammar, once it applies
-    forced: collections.deque[int] = field(
-        default_factory=collections.deque
-    )  # written, not sampled
+    #: Tokens the server writes (not sampled) before the model goes on.
+    forced: collections.deque[int] = field(default_factory=collections.deque)
+    call_chain: SamplerChain | None = None  # the chain with the call grammar, once a call opens
+    answer_seen: str = ""  # the answer's tail, to find a call's open tag across tokens
 
     @property
     def request(self) -> GenerationRequest:
@@ -64,6 +65,9 @@ class Job:
         if self.answer_chain is not None:
             self.answer_chain.free()
             self.answer_chain = None
+        if self.call_chain is not None:
+            self.call_chain.free()
+            self.call_chain = None
 
 
 @dataclass(eq=False)

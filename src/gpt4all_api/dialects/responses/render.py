@@ -119,8 +119,7 @@ def finish(response: dict[str, Any], end: reply.Finished, run: Run) -> dict[str,
 def output_items(end: reply.Finished, body: ResponsesRequest) -> list[dict[str, Any]]:
     items = []
     if end.reasoning is not None:
-        cut = end.finish == "length" and not (end.content or end.calls or end.cut_calls)
-        status = "incomplete" if cut else "completed"
+        status = _reasoning_status(end)
         item = reasoning_item(new_id("rs", "_"), end.reasoning, status, _summary(body) is not None)
         items.append(item)
     if end.content:
@@ -128,6 +127,12 @@ def output_items(end: reply.Finished, body: ResponsesRequest) -> list[dict[str, 
     items += [call_item(c) for c in end.calls]
     items += [call_item(c, "incomplete") for c in end.cut_calls]  # as OpenAI: cut by the limit
     return items
+
+
+def _reasoning_status(end: reply.Finished) -> str:
+    """`incomplete` only when the limit cut the reply while it was still thinking."""
+    cut = end.finish == "length" and not (end.content or end.calls or end.cut_calls)
+    return "incomplete" if cut else "completed"
 
 
 def _item_status(end: reply.Finished) -> str:
@@ -236,7 +241,7 @@ class _ReasoningEvents:
             return []
         self.closed = True
         whole = "".join(self.text)
-        status = "completed" if end is None else _item_status(end)
+        status = "completed" if end is None else _reasoning_status(end)
         done = reasoning_item(self.id, whole, status, self.summary)
         self.out[self.index] = done
         frames = [

@@ -229,6 +229,8 @@ def _reasoning(body: ResponsesRequest) -> Reasoning:
     """`reasoning.effort`: steers a model that reasons; a model that does not answers without
     (agents send an effort to every model)."""
     effort = body.reasoning.effort if body.reasoning else None
+    if effort == "xhigh":
+        effort = "high"
     return Reasoning(effort=effort, param="reasoning.effort", strict=False)
 
 
