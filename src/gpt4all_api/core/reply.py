@@ -113,7 +113,8 @@ async def stream(run: Run, tools: ToolPlan) -> AsyncIterator[ReplyEvent]:
     states = {c.index: _State(streaming=not holding) for c in run.choices}
     async for ev in run.events():
         if isinstance(ev, TextEvent) and ev.reasoning:
-            yield ReasoningDelta(ev.index, ev.text)
+            if ev.text:
+                yield ReasoningDelta(ev.index, ev.text)
         elif isinstance(ev, TextEvent):
             st = states[ev.index]
             if tools.forced:
