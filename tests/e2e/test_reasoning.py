@@ -482,3 +482,27 @@ def test_metrics_count_reasoning_tokens(oai: openai.OpenAI, server: ServerProces
         if ln.startswith("gpt4all_api_reasoning_tokens_total") and R1 in ln
     )
     assert float(line.rsplit(" ", 1)[1]) >= BUDGET
+
+
+def test_auto_tools_the_grammar_cannot_enforce_are_still_served(oai: openai.OpenAI) -> None:
+    """`minimum` cannot be enforced by a grammar: in `auto` mode such tools are offered all the
+    same (a forced call of one is refused by name)."""
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "wait",
+            "parameters": {
+                "type": "object",
+                "properties": {"seconds": {"type": "integer", "minimum": 1}},
+            },
+        },
+    }
+    r = oai.chat.completions.create(
+        model=PLAIN, messages=ASK, tools=[tool], max_tokens=8, temperature=0
+    )
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    with pytest.raises(openai.BadRequestError) as exc:
+        oai.chat.completions.create(
+            model=PLAIN, messages=ASK, tools=[tool], tool_choice="required", max_tokens=8
+        )
+    assert "minimum" in exc.value.body["message"]

@@ -7,6 +7,7 @@ Defaults chain: request > model (catalog) > server > engine (`SamplingParams`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -123,8 +124,10 @@ def generation_request(
     tools = plan.tools
     call_grammar = None
     if plan.grammar is None and tools.mode == "auto" and tools.offered:
-        # the model may answer in prose; once it opens a call, the call is constrained
-        call_grammar = tooling.auto_call_grammar(list(tools.offered), tools.parallel)
+        # the model may answer in prose; once it opens a call, the call is constrained, when
+        # the grammar can enforce the tools' schemas (else the call is parsed as written)
+        with contextlib.suppress(InvalidRequest):
+            call_grammar = tooling.auto_call_grammar(list(tools.offered), tools.parallel)
     think = reasoning.spec(
         prompt.thinking,
         lambda t: model.tokenize(t, add_special=False),
