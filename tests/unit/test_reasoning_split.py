@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from gpt4all_api.core.reasoning import HARMONY, THINK, detect
+from gpt4all_api.core.reasoning import HARMONY, THINK, Resolved, detect, spec
 from gpt4all_api.engine.reasoning import ReasoningSpec, ReasoningSplitter
 
 
 def _spec(fmt=THINK, thinking=False) -> ReasoningSpec:  # type: ignore[no-untyped-def]
-    return ReasoningSpec(
-        open=fmt.open,
-        close=fmt.close,
-        thinking=thinking,
-        answer_headers=fmt.answer_headers,
-        reopen=fmt.reopen,
-    )
+    """The engine's spec for `fmt`, made as the server makes it (one character a token)."""
+    resolved = Resolved({}, "", fmt, thinking=thinking, watch=True)
+    made = spec(resolved, lambda t: [ord(c) for c in t], lambda ids: "".join(map(chr, ids)), None)
+    assert made is not None
+    return made
 
 
 def _run(spec: ReasoningSpec, pieces: list[str]) -> tuple[str, str, ReasoningSplitter]:
@@ -116,18 +114,6 @@ def test_detect_families() -> None:
     assert tags is not None and (tags.open, tags.close) == ("<r>", "</r>")
 
 
-def _harmony_spec() -> ReasoningSpec:
-    return ReasoningSpec(
-        open=HARMONY.open,
-        close=HARMONY.close,
-        answer_headers=HARMONY.answer_headers,
-        reopen=HARMONY.reopen,
-        call_header=HARMONY.call_header,
-        call_starts=HARMONY.call_starts,
-        call_end=HARMONY.call_end,
-    )
-
-
 @pytest.mark.parametrize(
     "header",
     [
@@ -141,6 +127,6 @@ def test_harmony_calls_become_tool_call_blocks(header: str) -> None:
     want = '<tool_call>{"name": "get_weather", "arguments": {"city":"Paris"}}</tool_call>'
     for end in ("<|call|>", ""):  # `<|call|>` as text, or the end of the generation (an EOG)
         for pieces in _cuts(text + end):
-            thinking, answer, s = _run(_harmony_spec(), pieces)
+            thinking, answer, s = _run(_spec(HARMONY), pieces)
             assert (thinking, answer) == ("Need weather.", want), pieces
             assert s.ended == bool(end)
