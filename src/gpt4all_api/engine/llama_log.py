@@ -63,6 +63,10 @@ def _callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         buffers.add_line(line)
     # llama.cpp writes a lot while loading (its warnings included): DEBUG here, errors louder.
     py_level = logging.ERROR if level == _ERROR else logging.DEBUG
+    if "possible training context overflow" in line:
+        # The shared KV pool is one sequence's room to llama.cpp; ours are capped at
+        # context_size (past the trained length with YaRN scaling, which the engine logs).
+        py_level = logging.DEBUG
     if log.isEnabledFor(py_level) and line.strip():
         log.log(py_level, "%s", line.rstrip())
 
