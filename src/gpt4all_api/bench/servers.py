@@ -4,7 +4,6 @@ on free loopback ports; a sampler of their memory (peak RSS of the process tree)
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from ..cli_threads import child_env
 
 
 def free_port() -> int:
@@ -145,7 +146,9 @@ class ManagedServer:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
-    env: dict[str, str] | None = None  # added to this process's environment
+    # Added to the environment, which is this process's without the OpenMP wait policy that
+    # our CLI set for itself (each server chooses its own; ours from GPT4ALL_API_THREAD_WAIT).
+    env: dict[str, str] | None = None
 
     @property
     def base_url(self) -> str:
@@ -159,7 +162,7 @@ class ManagedServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.log_path.parent,
-                env={**os.environ, **self.env} if self.env else None,
+                env={**child_env(), **(self.env or {})},
             )
         finally:
             log.close()
