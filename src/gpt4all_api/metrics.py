@@ -115,17 +115,22 @@ class EngineCollector(Collector):
 
         loaded_models = GaugeMetricFamily(f"{PREFIX}_loaded_models", "Models loaded now.")
         loaded = gauge("model_loaded", "1 for each loaded model.")
-        queue = gauge("queue_depth", "Requests waiting for a free slot.")
-        running = gauge("running_sequences", "Sequences being generated (busy slots).")
-        slots = gauge("slots", "Parallel sequence slots.")
-        kv_used = gauge("kv_cache_tokens", "Tokens held in the KV cache, all slots.")
-        kv_cap = gauge("kv_cache_capacity_tokens", "Tokens the KV cache holds at most.")
+        queue = gauge("queue_depth", "Requests waiting for a sequence or room in the KV pool.")
+        running = gauge("running_sequences", "Sequences being generated.")
+        slots = gauge("slots", "Most sequences decoded together (parallel).")
+        kv_used = gauge("kv_cache_tokens", "Tokens held in the shared KV pool, idle ones' too.")
+        kv_cap = gauge("kv_cache_capacity_tokens", "Tokens the shared KV pool holds at most.")
         kv_ratio = gauge("kv_cache_usage_ratio", "KV cache tokens in use / capacity.")
         prompt = counter("prompt_tokens", "Prompt tokens of admitted requests.")
         cached = counter("cached_prompt_tokens", "Prompt tokens reused from the KV cache.")
         generated = counter("generated_tokens", "Tokens generated.")
         reasoning = counter("reasoning_tokens", "Tokens generated while thinking (of those).")
         steps = counter("engine_steps", "llama_decode steps run by the engine.")
+        drafted = counter("draft_tokens", "Tokens drafted by prompt lookup and verified.")
+        accepted = counter("draft_accepted_tokens", "Drafted tokens the model agreed with.")
+        preempted = counter(
+            "preempted_sequences", "Running sequences sent back to wait when the KV pool was full."
+        )
         gpu_layers = gauge("gpu_layers", "Layers offloaded to GPUs (the output layer counts).")
         layers = gauge("model_layers", "Layers of the model (repeating layers + output layer).")
         device_memory = GaugeMetricFamily(
@@ -137,7 +142,7 @@ class EngineCollector(Collector):
         loaded_models.add_metric([], len(models))
         for name, entry in models.items():
             s = entry.engine.stats()
-            capacity = s.slots * s.context_per_slot
+            capacity = s.kv_capacity
             loaded.add_metric([name], 1)
             queue.add_metric([name], s.waiting)
             running.add_metric([name], s.busy_slots)
@@ -150,10 +155,14 @@ class EngineCollector(Collector):
             generated.add_metric([name], s.generated_tokens)
             reasoning.add_metric([name], s.reasoning_tokens)
             steps.add_metric([name], s.steps)
+            drafted.add_metric([name], s.draft_tokens)
+            accepted.add_metric([name], s.draft_accepted)
+            preempted.add_metric([name], s.preempted)
             report = entry.offload
             gpu_layers.add_metric([name], report.plan.gpu_layers)
             layers.add_metric([name], report.plan.n_layers)
             for device, size in (report.device_memory or {report.plan.device: 0}).items():
                 device_memory.add_metric([name, device], size)
         yield from (loaded_models, loaded, queue, running, slots, kv_used, kv_cap, kv_ratio)
-        yield from (prompt, cached, generated, reasoning, steps, gpu_layers, layers, device_memory)
+        yield from (prompt, cached, generated, reasoning, steps, drafted, accepted, preempted)
+        yield from (gpu_layers, layers, device_memory)

@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         2048,
         ge=64,
         validation_alias=_env("context_size"),
-        description="Context length of each parallel slot, in tokens.",
+        description="Most tokens one sequence (a request's prompt and answer) holds.",
     )
     threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
@@ -117,11 +117,33 @@ class Settings(BaseSettings):
         description="CPU threads for llama.cpp (default: one per core).",
     )
     parallel: int = Field(
-        8,
+        16,
         ge=1,
         le=64,
         validation_alias=_env("parallel"),
-        description="Sequences decoded together in one batch (slots).",
+        description="Most sequences decoded together in one batch; they share one KV pool.",
+    )
+    kv_size: int | None = Field(
+        None,
+        ge=64,
+        validation_alias=_env("kv_size"),
+        description="Tokens the shared KV pool holds, all sequences together (default: "
+        "context_size x min(parallel, 8)). Sequences take cells as they grow; when the pool "
+        "runs short, idle sequences' cached prompts are dropped, then the newest running "
+        "sequence waits.",
+    )
+    prompt_lookup: bool = Field(
+        True,
+        validation_alias=_env("prompt_lookup"),
+        description="Prompt-lookup speculation: draft tokens from the sequence's own context and "
+        "verify them in the same batch (output unchanged; faster when answers quote the prompt).",
+    )
+    draft_max: int = Field(
+        8,
+        ge=1,
+        le=64,
+        validation_alias=_env("draft_max"),
+        description="Most drafted tokens verified in one step, all sequences together.",
     )
     batch_size: int = Field(
         512,

@@ -46,6 +46,7 @@ def test_every_setting_has_a_flag_with_help() -> None:
 SAMPLES: dict[str, tuple[list[str], Any]] = {
     "gpu_layers": (["12"], "12"),
     "tensor_split": (["3", "1"], [3.0, 1.0]),
+    "kv_size": (["4096"], 4096),
 }
 
 

@@ -54,7 +54,7 @@ def test_generic_variable_names_are_not_read(monkeypatch: pytest.MonkeyPatch) ->
     for name, value in (("HOST", "0.0.0.0"), ("PORT", "9"), ("THREADS", "7"), ("PARALLEL", "3")):
         monkeypatch.setenv(name, value)
     s = Settings()
-    assert s.host == "127.0.0.1" and s.port == 8000 and s.parallel == 8 and s.threads != 7
+    assert s.host == "127.0.0.1" and s.port == 8000 and s.parallel == 16 and s.threads != 7
     monkeypatch.setenv("GPT4ALL_API_HOST", "0.0.0.0")
     assert Settings().host == "0.0.0.0"
 

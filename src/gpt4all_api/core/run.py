@@ -146,6 +146,7 @@ def generation_request(
         call_grammar=call_grammar,
         call_open=tooling.CALL_OPEN,
         prompt_chunk=plan.prompt_chunk or state.settings.prompt_batch_size,
+        prompt_lookup=plan.prompt_lookup,
         n=plan.n,
         logprobs=plan.logprobs,
         **extra,
@@ -184,9 +185,7 @@ def _drop_oldest_turn(plan: Plan) -> Plan | None:
 
 def _build(state: ServerState, loaded: Loaded, plan: Plan) -> prompting.Prompt:
     s = state.settings
-    return prompting.build(
-        loaded, plan, s.prompt_template, s.reasoning_markers, s.reasoning_budget
-    )
+    return prompting.build(loaded, plan, s.prompt_template, s.reasoning_markers, s.reasoning_budget)
 
 
 def count_prompt(state: ServerState, loaded: Loaded, plan: Plan) -> int:

@@ -35,6 +35,9 @@ class GenerationRequest:
     #: nothing but whitespace after it so far): prose before a call is free, the call is not.
     call_grammar: str | None = None
     call_open: str = ""
+    #: Draft tokens from the sequence's own context (when the server has it on). Greedy output
+    #: is the same either way, and sampled output has the same distribution.
+    prompt_lookup: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,36 @@ class ErrorEvent:
 Event = TextEvent | FinishEvent | ErrorEvent | PromptLogprobsEvent
 
 
+class Outbox:
+    """Events the engine thread sends during one step, handed to each event loop in one call at
+    the end of the step: one wake-up of the loop per step, not one per token and sequence."""
+
+    def __init__(self) -> None:
+        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[RequestHandle, Event]]] = {}
+
+    def put(self, handle: RequestHandle, event: Event) -> None:
+        self._pending.setdefault(handle._loop, []).append((handle, event))
+
+    def flush(self) -> list[RequestHandle]:
+        """Deliver what was put; returns the handles whose event loop is gone."""
+        lost: list[RequestHandle] = []
+        for loop, items in self._pending.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # event loop closed
+                for handle, _ in items:
+                    if not handle.cancelled.is_set():
+                        handle.cancelled.set()
+                        lost.append(handle)
+        self._pending.clear()
+        return lost
+
+
+def _deliver(items: list[tuple[RequestHandle, Event]]) -> None:
+    for handle, event in items:
+        handle.queue.put_nowait(event)
+
+
 class RequestHandle:
     """The HTTP side's view of one submitted request."""
 
@@ -102,9 +135,16 @@ class RequestHandle:
         self.queue: asyncio.Queue[Event] = queue if queue is not None else asyncio.Queue()
         self._loop = loop
         self.cancelled = threading.Event()
+        self.outbox: Outbox | None = None  # the engine's, once submitted
 
     def push(self, event: Event) -> bool:
-        """Called from the engine thread. False when the receiving loop is gone."""
+        """Called from the engine thread. False when the receiving loop is known to be gone."""
+        if self.outbox is not None:
+            if self._loop.is_closed():
+                self.cancelled.set()
+                return False
+            self.outbox.put(self, event)
+            return True
         try:
             self._loop.call_soon_threadsafe(self.queue.put_nowait, event)
         except RuntimeError:  # event loop closed

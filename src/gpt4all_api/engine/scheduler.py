@@ -1,11 +1,19 @@
 """The engine: one thread owns a llama.cpp context and decodes every running request together.
 
-Each step builds one `llama_batch` holding one token for every sequence that is generating plus
-prompt chunks of newly admitted ones, calls `llama_decode` once and samples each sequence with its
-own sampler chain. Requests wait in FIFO order for free slots; a finished or cancelled request
-leaves its slot at once. A free slot keeps the tokens it holds in the KV cache so that a later
-request sharing a prefix (the next turn of a conversation) skips re-evaluating it. A request for
-`n` choices evaluates its prompt once and copies that KV sequence to its other `n - 1` slots.
+Each step builds one `llama_batch` holding the next token of every sequence that is generating
+(with the tokens prompt lookup drafts for it) plus prompt chunks of newly admitted ones, calls
+`llama_decode` once and samples each sequence with its own sampler chain, keeping the drafted
+tokens the model agrees with.
+
+All sequences share one KV pool (llama.cpp's unified KV cache): a sequence takes cells as it
+grows, up to `context_size`, and more sequences than the old fixed slots fit in the same memory.
+Requests wait in FIFO order for a free sequence and room in the pool; a finished or cancelled
+request leaves at once. An idle sequence keeps the tokens it holds so that a later request
+sharing a prefix (the next turn of a conversation) skips re-evaluating it, until the pool needs
+its cells. When the running sequences outgrow the pool, the newest one is preempted: its cells
+are freed and it waits again, to re-read its prompt and answer so far and go on where it was.
+A request for `n` choices evaluates its prompt once and shares those cells with its other
+`n - 1` sequences.
 """
 
 from __future__ import annotations
@@ -22,12 +30,14 @@ import llama_cpp as lc
 
 from ..errors import APIError, EngineError, InvalidRequest, Overloaded
 from .logprobs import LogprobReader
+from .lookup import PromptLookup
 from .model import Model
 from .reasoning import ReasoningSpec, ReasoningSplitter
 from .request import (
     ErrorEvent,
     FinishEvent,
     GenerationRequest,
+    Outbox,
     PromptLogprobsEvent,
     RequestHandle,
     TextEvent,
@@ -47,7 +57,7 @@ class Engine:
         self.model = model
         self.config = config
         self.name = name or model.path.name
-        n_ctx_seq = config.context_size
+        n_ctx_seq = min(config.context_size, config.pool_cells)
         params = lc.llama_context_default_params()
         trained = model.n_ctx_train
         if trained and n_ctx_seq > trained:
@@ -64,13 +74,13 @@ class Engine:
                 trained,
                 n_ctx_seq / trained,
             )
-        params.n_ctx = n_ctx_seq * config.parallel
+        params.n_ctx = config.pool_cells
         params.n_seq_max = config.parallel
-        params.n_batch = max(config.batch_size, config.parallel)
+        params.n_batch = max(config.batch_size, config.parallel * 2)
         params.n_ubatch = params.n_batch
         params.n_threads = config.threads
         params.n_threads_batch = config.threads
-        params.kv_unified = False
+        params.kv_unified = True
         if config.kv_cache_type == "q8_0":  # a quantized V cache needs flash attention
             params.type_k = params.type_v = lc.GGML_TYPE_Q8_0
             params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
@@ -78,13 +88,15 @@ class Engine:
         self._ctx = lc.llama_init_from_model(model.ptr, params)
         if not self._ctx:
             raise EngineError(f"llama.cpp could not create a context for {self.name}")
-        self.n_ctx_seq = min(lc.llama_n_ctx_seq(self._ctx), n_ctx_seq)
+        self.n_cells = lc.llama_n_ctx(self._ctx)  # the pool, shared by all sequences
+        self.n_ctx_seq = min(self.n_cells, n_ctx_seq)
         self.n_batch = lc.llama_n_batch(self._ctx)
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
         self._logprobs = LogprobReader(self._ctx, model.n_vocab)
         self._slots = [Slot(seq_id=i) for i in range(config.parallel)]
         self._commands: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self._outbox = Outbox()
         self._waiting: collections.deque[list[Job]] = collections.deque()
         self._active: list[Job] = []
         self._closing = False
@@ -94,6 +106,10 @@ class Engine:
         self._reasoning = 0
         self._prompt_total = 0
         self._cached_total = 0
+        self._drafted = 0
+        self._accepted = 0
+        self._preempted = 0
+        self._admitted = 0
         self.last_used = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"engine:{self.name}", daemon=True)
         self._thread.start()
@@ -131,6 +147,7 @@ class Engine:
         if self.config.max_queue and len(self._waiting) >= self.config.max_queue:
             raise Overloaded("too many requests are waiting; retry shortly", retry_after=1)
         handle = RequestHandle(request, loop, queue, index)
+        handle.outbox = self._outbox
         self.last_used = time.monotonic()
         self._commands.put(("submit", handle))
         return handle
@@ -159,12 +176,15 @@ class Engine:
             waiting=len(self._waiting),
             context_per_slot=self.n_ctx_seq,
             kv_tokens=sum(len(s.cached) for s in self._slots),
-            kv_capacity=self.n_ctx_seq * len(self._slots),
+            kv_capacity=self.n_cells,
             steps=self._steps,
             generated_tokens=self._generated,
             reasoning_tokens=self._reasoning,
             prompt_tokens=self._prompt_total,
             cached_prompt_tokens=self._cached_total,
+            draft_tokens=self._drafted,
+            draft_accepted=self._accepted,
+            preempted=self._preempted,
         )
 
     # -- engine thread ----------------------------------------------------------------------
@@ -179,6 +199,7 @@ class Engine:
                 self._admit()
                 if self._active:
                     self._step()
+                self._deliver()
         except Exception:  # a bug of ours: fail everything that is running, loudly
             log.exception("engine %s crashed", self.name)
             self._closing = True
@@ -188,7 +209,13 @@ class Engine:
         finally:
             for job in [*self._active, *(j for g in self._waiting for j in g)]:
                 self._release(job)
+            self._deliver()
             self._free()
+
+    def _deliver(self) -> None:
+        """Hand this step's events to the event loops; cancel requests whose loop is gone."""
+        for handle in self._outbox.flush():
+            self._commands.put(("cancel", handle))
 
     def _drain_commands(self, block: bool) -> None:
         while True:
@@ -249,6 +276,10 @@ class Engine:
                     job.call_chain = self._chain(
                         dataclasses.replace(sampling, grammar=req.call_grammar), req.prompt_tokens
                     )
+                if self.config.prompt_lookup and req.prompt_lookup and not req.echo_logprobs:
+                    job.lookup = PromptLookup(
+                        draft_max=self.config.draft_max, tokens=list(req.prompt_tokens)
+                    )
                 if req.logprobs is not None and sampling.uses_penalties:
                     n = sampling.repeat_last_n
                     job.history = collections.deque(
@@ -289,25 +320,98 @@ class Engine:
             free = [s for s in self._slots if s.job is None]
             if len(free) < len(group):
                 return  # FIFO: later requests wait behind this one
-            self._waiting.popleft()
             leader = group[0]
-            prompt = leader.prompt
+            fill = leader.fill
             reuse = not leader.request.echo_logprobs  # scoring needs logits of every token
-            # Prefer the slot already holding the longest prefix of this prompt, then the LRU one.
+            # Prefer the sequence already holding the longest prefix of this prompt, then the
+            # least recently used one.
             shared, _, best = max(
                 (
-                    (common_prefix_len(s.cached, prompt) if reuse else 0, -s.last_used, s)
+                    (common_prefix_len(s.cached, fill) if reuse else 0, -s.last_used, s)
                     for s in free
                 ),
                 key=lambda t: t[:2],
             )
-            keep = min(shared, len(prompt) - 1)
+            keep = min(shared, len(fill) - 1)
+            # Room in the pool for the rest of the prompt and a first stretch of answer (the
+            # other choices share the prompt's cells).
+            reserve = min(leader.request.max_tokens, 64) * len(group)
+            if not self._make_room(len(fill) - keep + reserve, best, keep):
+                return
+            self._waiting.popleft()
             self._trim(best, keep)
             self._attach(leader, best, keep)
             free.remove(best)
             free.sort(key=lambda s: s.last_used)
             for job, slot in zip(group[1:], free, strict=False):
+                self._trim(slot, 0)
                 self._attach(job, slot, 0)
+
+    def _free_cells(self) -> int:
+        """Cells nobody holds or is about to: the pool less every sequence's tokens (idle ones'
+        included) and the prompt tokens running sequences have still to bring in."""
+        held = sum(len(s.cached) for s in self._slots)
+        owed = sum(
+            len(j.fill) - len(j.slot.cached)
+            for j in self._active
+            if j.slot is not None and j.leader is None and len(j.slot.cached) < len(j.fill)
+        )
+        return self.n_cells - held - owed
+
+    def _make_room(self, need: int, spare: Slot | None = None, keep: int = 0) -> bool:
+        """Free `need` cells by dropping idle sequences' cached tokens, least recently used
+        first (of `spare`, only what is past its first `keep`). False when they are not enough."""
+        free = self._free_cells()
+        if spare is not None:
+            free += len(spare.cached) - keep
+        if free >= need:
+            return True
+        idle = sorted(
+            (s for s in self._slots if s.job is None and s.cached and s is not spare),
+            key=lambda s: s.last_used,
+        )
+        for slot in idle:
+            free += len(slot.cached)
+            self._trim(slot, 0)
+            if free >= need:
+                return True
+        return False
+
+    def _generating(self) -> list[Job]:
+        """The jobs whose next token goes into this step (their prompt is in the KV)."""
+        return [
+            j
+            for j in self._active
+            if j.pending is not None and j.slot is not None and len(j.slot.cached) >= len(j.fill)
+        ]
+
+    def _preempt(self) -> bool:
+        """Make a cell for every generating sequence's next token, if need be by sending the
+        newest sequences back to wait (first in line): their cells are dropped, and they later
+        re-read the prompt and what they wrote so far, then go on. False when the one running
+        sequence cannot be given room."""
+        while not self._make_room(len(self._generating())):
+            movable = [
+                j
+                for j in self._active
+                if j.leader is None and not j.followers and not j.request.echo_logprobs
+            ]
+            if not movable or len(self._active) <= 1:
+                return False
+            job = max(movable, key=lambda j: j.order)
+            slot = job.slot
+            assert slot is not None
+            if len(slot.cached) >= len(job.fill):  # past its prompt: resume from all it holds
+                job.fill = list(slot.cached)
+            self._active.remove(job)
+            lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+            slot.cached.clear()
+            slot.job = None
+            job.slot = None
+            self._waiting.appendleft([job])
+            self._preempted += 1
+            log.info("%s: KV pool full; preempted a sequence (%d tokens)", self.name, len(job.fill))
+        return True
 
     def _trim(self, slot: Slot, keep: int) -> None:
         if keep < len(slot.cached) and not lc.llama_memory_seq_rm(self._mem, slot.seq_id, keep, -1):
@@ -318,46 +422,75 @@ class Engine:
     def _attach(self, job: Job, slot: Slot, cached: int) -> None:
         slot.job = job
         job.slot = slot
-        job.cached_tokens = cached
-        if job.leader is None:
-            self._prompt_total += len(job.prompt)
-            self._cached_total += cached
+        first = job.order == 0  # not a preempted job coming back
+        self._admitted += 1
+        job.order = self._admitted
+        if first:
+            job.cached_tokens = cached
+            if job.leader is None:
+                self._prompt_total += len(job.prompt)
+                self._cached_total += cached
         self._active.append(job)
 
     def _step(self) -> None:
+        if not self._preempt():
+            self._decode_failed(1)  # cannot happen while one sequence fits in the pool
+            return
         batch = self._batch
         n = 0
-        # One token for every sequence that is generating ...
+        generating = self._generating()
+        # Drafted tokens cost compute like generated ones: drafts fill the batch only up to
+        # draft_max + 1 tokens of generation, so they help few sequences and leave many alone.
+        budget = min(self.config.draft_max + 1, self._free_cells()) - len(generating)
+        # The next token of every sequence that is generating, with its drafts ...
         for job in self._active:
             job.batch_index = -1
-            if job.pending is not None:
-                slot = job.slot
-                assert slot is not None
-                self._put(n, job.pending, len(slot.cached), slot.seq_id, True)
-                slot.cached.append(job.pending)
-                job.batch_index = n
-                n += 1
+        for job in generating:
+            slot = job.slot
+            assert slot is not None and job.pending is not None
+            pos = len(slot.cached)
+            self._put(n, job.pending, pos, slot.seq_id, True)
+            slot.cached.append(job.pending)
+            job.batch_index = n
+            n += 1
+            job.drafts = []
+            if budget > 0 and job.lookup is not None and not job.forced:
+                room = min(
+                    budget,
+                    self.n_batch - n,
+                    self.n_ctx_seq - pos - 2,
+                    job.request.max_tokens - job.n_generated - 1,
+                )
+                job.drafts = job.lookup.draft(room)
+                for i, token in enumerate(job.drafts):
+                    self._put(n, token, pos + 1 + i, slot.seq_id, True)
+                    n += 1
+                budget -= len(job.drafts)
         # ... then prompt chunks of those still prefilling, oldest first.
         scored: list[tuple[Job, int, int]] = []
         for job in self._active:
             if n >= self.n_batch:
                 break
-            if job.pending is not None or job.leader is not None:
-                continue
             slot = job.slot
-            assert slot is not None
+            if job.leader is not None or slot is None or len(slot.cached) >= len(job.fill):
+                continue
+            fill = job.fill
             start = len(slot.cached)
-            take = min(self.n_batch - n, job.request.prompt_chunk, len(job.prompt) - start)
+            take = min(self.n_batch - n, job.request.prompt_chunk, len(fill) - start)
             score = job.request.echo_logprobs
             if score:
                 scored.append((job, n, start))
             for i in range(start, start + take):
-                self._put(n, job.prompt[i], i, slot.seq_id, score)
+                self._put(n, fill[i], i, slot.seq_id, score)
                 n += 1
-            slot.cached.extend(job.prompt[start : start + take])
-            if start + take == len(job.prompt):
+            slot.cached.extend(fill[start : start + take])
+            # The last prompt token's logits give the first token (a preempted job coming back
+            # has its next token already).
+            if start + take == len(fill) and job.pending is None:
                 batch.logits[n - 1] = 1
                 job.batch_index = n - 1
+        if n == 0:
+            return
         batch.n_tokens = n
         rc = lc.llama_decode(self._ctx, batch)
         self._steps += 1
@@ -370,7 +503,31 @@ class Engine:
             self._start_followers(job)  # they sample from their leader's last prompt logits
         for job in [j for j in self._active if j.batch_index >= 0]:
             if not job.done:
-                self._on_logits(job)
+                self._verify(job)
+
+    def _verify(self, job: Job) -> None:
+        """Sample the job's next token, and while it equals the next drafted token (which the
+        batch already holds), the token after it: the tokens are those plain decoding would
+        give. The KV of the drafts after the first disagreement is dropped."""
+        drafts, job.drafts = job.drafts, []
+        slot = job.slot
+        first = job.batch_index
+        self._on_logits(job)
+        accepted = 0
+        for i, token in enumerate(drafts):
+            if job.done or job.pending != token or slot is None:
+                break
+            accepted += 1
+            slot.cached.append(token)  # its KV is in place
+            job.pending = None
+            job.batch_index = first + 1 + i
+            self._on_logits(job)
+        if drafts and slot is not None:
+            lc.llama_memory_seq_rm(self._mem, slot.seq_id, len(slot.cached), -1)
+            self._drafted += len(drafts)
+            self._accepted += accepted
+            if job.lookup is not None:
+                job.lookup.settle(len(drafts), accepted)
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         b = self._batch
@@ -465,6 +622,8 @@ class Engine:
             self._finish(job, "length")
         else:
             job.pending = token
+            if job.lookup is not None:
+                job.lookup.extend((token,))
 
     def _push_split(
         self,

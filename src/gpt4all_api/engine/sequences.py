@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
+from .lookup import PromptLookup
 from .reasoning import ReasoningSplitter
 from .request import GenerationRequest, RequestHandle, TokenLogprob
 from .sampling import SamplerChain
@@ -21,12 +22,21 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    context_size: int = 2048  # per slot
-    parallel: int = 8
+    context_size: int = 2048  # most tokens one sequence holds
+    parallel: int = 16  # sequences decoded together at most
     batch_size: int = 512
     threads: int = 2
     max_queue: int = 0  # 0: unbounded
     kv_cache_type: str = "q8_0"  # "f16" or "q8_0" (half the memory; needs flash attention)
+    kv_size: int = 0  # cells of the KV pool all sequences share; 0: see `pool_cells`
+    prompt_lookup: bool = True  # draft tokens from the sequence's own context
+    draft_max: int = 8  # most drafted tokens in one step (all sequences together)
+
+    @property
+    def pool_cells(self) -> int:
+        """The KV pool's size: `kv_size`, else room for eight sequences of `context_size` (or
+        for `parallel` of them, when fewer), as eight fixed slots had before the pool."""
+        return self.kv_size or self.context_size * min(self.parallel, 8)
 
 
 @dataclass(eq=False)
@@ -55,6 +65,16 @@ class Job:
     forced: collections.deque[int] = field(default_factory=collections.deque)
     call_chain: SamplerChain | None = None  # the chain with the call grammar, once a call opens
     answer_seen: str = ""  # the answer's tail, to find a call's open tag across tokens
+    #: The tokens to bring into the KV before generating: the prompt, or after a preemption the
+    #: prompt and the answer so far (the sampled `pending` token then goes in next).
+    fill: list[int] = field(default_factory=list)
+    lookup: PromptLookup | None = None  # prompt-lookup drafting, when on
+    drafts: list[int] = field(default_factory=list)  # drafted tokens in this step's batch
+    order: int = 0  # admission order: the newest job is preempted first
+
+    def __post_init__(self) -> None:
+        if not self.fill:
+            self.fill = self.prompt
 
     @property
     def request(self) -> GenerationRequest:
@@ -91,3 +111,6 @@ class EngineStats:
     prompt_tokens: int
     cached_prompt_tokens: int
     reasoning_tokens: int = 0  # of `generated_tokens`, those spent thinking
+    draft_tokens: int = 0  # tokens drafted by prompt lookup and verified
+    draft_accepted: int = 0  # of those, the ones the model agreed with
+    preempted: int = 0  # sequences sent back to wait when the KV pool ran short

@@ -242,6 +242,7 @@ class ModelRegistry:
             parallel=self.config.parallel,
             batch_size=self.config.batch_size,
             kv_cache_type=self.config.kv_cache_type,
+            kv_size=self.config.kv_size,
         )
 
     def _plan(self, costs: LayerCosts, options: OffloadOptions, ours_free: bool) -> OffloadPlan:

@@ -49,6 +49,7 @@ class SamplingFields(OpenAIModel):
     repeat_last_n: int | None = Field(None, ge=-1)
     prompt_template: str | None = None
     prompt_batch_size: int | None = Field(None, ge=1)
+    prompt_lookup: bool | None = None  # extension: false turns prompt-lookup drafting off
     reload: bool | None = False
     thread_count: int | None = Field(None, ge=1)
     keep_alive: float | str | None = Field(

@@ -1,0 +1,220 @@
+"""The shared KV pool and prompt-lookup speculation, end to end through the OpenAI client.
+
+- More sequences than the old eight fixed slots run at once, in the same memory.
+- When the running sequences outgrow the pool, the newest is preempted and later resumes:
+  its answer is the one it would have given alone.
+- Prompt lookup drafts tokens from the request's own context and verifies them in the batch:
+  greedy answers are token for token those without it (50 prompts), seeded sampled answers are
+  the same too, and the metrics show drafts accepted on answers that quote their prompt.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from conftest import HTTP, ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+EMBEDDED = "SmolLM2-135M-Instruct.Q4_1.gguf"
+NO_END = {"0": -100, "2": -100}  # <|endoftext|> and <|im_end|>: answers run to max_tokens
+WORDS = [
+    "apples",
+    "bread",
+    "carrots",
+    "dates",
+    "eggs",
+    "flour",
+    "grapes",
+    "honey",
+    "jam",
+    "kale",
+    "lemons",
+    "milk",
+    "noodles",
+    "oranges",
+    "pears",
+    "quinoa",
+    "rice",
+    "salt",
+    "tomatoes",
+    "vinegar",
+    "walnuts",
+    "yogurt",
+    "zucchini",
+    "basil",
+    "cheese",
+    "butter",
+]
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Give me three tips for sleeping well.",
+    "Explain what a prime number is.",
+    "Name four planets.",
+    "What do bees make?",
+    "Say hello in Spanish and in German.",
+    "Why is the sky blue?",
+    "Suggest a name for a cat.",
+    "What is 12 times 3?",
+]
+
+
+def grounded(i: int) -> list[dict[str, str]]:
+    """A conversation whose answer repeats a list from its own history (prompt lookup hits)."""
+    rng = random.Random(i)
+    items = rng.sample(WORDS, rng.randint(6, 14))
+    text = "\n".join(f"{n + 1}. {w}" for n, w in enumerate(items))
+    return [
+        {"role": "user", "content": f"Copy this shopping list exactly:\n{text}"},
+        {"role": "assistant", "content": text},
+        {"role": "user", "content": "Once more, exactly the same."},
+    ]
+
+
+def prompts() -> list[list[dict[str, str]]]:
+    """50 prompts: 40 that quote their context, 10 ordinary questions."""
+    return [grounded(i) for i in range(40)] + [[{"role": "user", "content": q}] for q in QUESTIONS]
+
+
+def metric(srv: ServerProcess, name: str) -> float:
+    m = re.search(
+        rf"^gpt4all_api_{name}_total\{{[^}}]*\}} (\S+)$",
+        HTTP.get(srv.base_url + "/metrics").text,
+        re.M,
+    )
+    assert m is not None, name
+    return float(m.group(1))
+
+
+def start(home: Path, embedded_model: Path, *args: str) -> ServerProcess:
+    models = home / "models"
+    models.mkdir()
+    (models / EMBEDDED).symlink_to(embedded_model)
+    return ServerProcess(models_dir=models, log_path=home / "server.log", args=list(args)).start()
+
+
+@pytest.fixture(scope="module")
+def server(
+    embedded_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    srv = start(tmp_path_factory.mktemp("pool"), embedded_model)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def small_pool(
+    embedded_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    # 8 sequences, but a pool of 1,024 tokens: 8 answers of 150 tokens cannot all fit at once
+    srv = start(
+        tmp_path_factory.mktemp("small-pool"),
+        embedded_model,
+        *("--parallel", "8", "--kv-size", "1024", "--context-size", "512"),
+    )
+    yield srv
+    srv.stop()
+
+
+def client(srv: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=srv.base_url + "/v1", api_key="none", timeout=600, max_retries=0)
+
+
+def ask(srv: ServerProcess, messages: list[dict[str, str]], **kw: Any) -> str:
+    r = client(srv).chat.completions.create(model=EMBEDDED, messages=messages, **kw)
+    return r.choices[0].message.content or ""
+
+
+def test_sixteen_sequences_run_at_once(server: ServerProcess) -> None:
+    """16 streams at once: every one has its first token before any has its last (none waits
+    for another's whole reply, as the 9th would with eight slots)."""
+    oai = client(server)
+    firsts: list[float] = []
+    ends: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(16)
+
+    def one(i: int) -> None:
+        barrier.wait()
+        stream = oai.chat.completions.create(
+            model=EMBEDDED,
+            messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+            max_tokens=48,
+            temperature=0,
+            stream=True,
+            logit_bias=NO_END,
+        )
+        first = None
+        for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.monotonic()
+        with lock:
+            firsts.append(first or float("inf"))
+            ends.append(time.monotonic())
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(16)))
+    assert len(firsts) == 16
+    assert max(firsts) < min(ends)
+    body = HTTP.get(server.base_url + "/metrics").text
+    assert re.search(r"^gpt4all_api_slots\{[^}]*\} 16\.0$", body, re.M)
+    assert re.search(r"^gpt4all_api_kv_cache_capacity_tokens\{[^}]*\} 16384\.0$", body, re.M)
+
+
+def test_greedy_answers_are_the_same_with_and_without_prompt_lookup(server: ServerProcess) -> None:
+    drafted, accepted = metric(server, "draft_tokens"), metric(server, "draft_accepted_tokens")
+
+    def run(lookup: bool) -> list[str]:
+        def one(messages: list[dict[str, str]]) -> str:
+            extra = {} if lookup else {"prompt_lookup": False}
+            return ask(server, messages, max_tokens=64, temperature=0, extra_body=extra)
+
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(one, prompts()))
+
+    without = run(False)
+    assert metric(server, "draft_tokens") == drafted  # the request field turns drafting off
+    with_lookup = run(True)
+    mismatched = [i for i, (a, b) in enumerate(zip(without, with_lookup, strict=True)) if a != b]
+    assert not mismatched, [(without[i], with_lookup[i]) for i in mismatched[:3]]
+    new_drafts = metric(server, "draft_tokens") - drafted
+    new_accepted = metric(server, "draft_accepted_tokens") - accepted
+    assert new_drafts > 0 and new_accepted > 0.5 * new_drafts  # the quoted lists are guessed
+    # and the answers did quote their lists
+    assert sum(a.startswith("1. ") for a in with_lookup[:40]) >= 20
+
+
+def test_seeded_sampled_answers_are_the_same_with_and_without_prompt_lookup(
+    server: ServerProcess,
+) -> None:
+    for i in range(6):
+        kw: dict[str, Any] = {"max_tokens": 48, "temperature": 0.9, "seed": 100 + i}
+        a = ask(server, grounded(i), **kw, extra_body={"prompt_lookup": False})
+        b = ask(server, grounded(i), **kw)
+        assert a == b
+
+
+def test_a_full_pool_preempts_and_resumes_without_changing_answers(
+    small_pool: ServerProcess,
+) -> None:
+    questions = [[{"role": "user", "content": q}] for q in QUESTIONS[:8]]
+    kw: dict[str, Any] = {"max_tokens": 150, "temperature": 0, "logit_bias": NO_END}
+    alone = [ask(small_pool, m, **kw) for m in questions]
+    before = metric(small_pool, "preempted_sequences")
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda m: ask(small_pool, m, **kw), questions))
+    assert metric(small_pool, "preempted_sequences") > before
+    assert together == alone
+    # the pool is whole again: a request that needs most of it is served
+    assert ask(small_pool, questions[0], **kw) == alone[0]

@@ -1,0 +1,54 @@
+"""Prompt-lookup drafting: which tokens are guessed, and how the draft length adapts."""
+
+from __future__ import annotations
+
+from gpt4all_api.engine.lookup import PromptLookup
+
+
+def test_the_tokens_after_the_newest_earlier_occurrence_are_drafted() -> None:
+    look = PromptLookup(draft_max=4, tokens=[1, 2, 3, 4, 5, 6, 9, 1, 2, 3, 7, 8, 1, 2])
+    # "1 2" ends the context; its newest earlier occurrence is followed by 3 7 8 1
+    assert look.draft(8) == [3, 7, 8, 1]
+    assert look.draft(2) == [3, 7]
+
+
+def test_a_longer_ngram_wins_over_a_newer_shorter_one() -> None:
+    look = PromptLookup(draft_max=3, tokens=[5, 1, 2, 10, 11, 12, 9, 2, 20, 21, 5, 1, 2])
+    # "5 1 2" matched at the start beats "2" alone (a 1-gram is never used) and "1 2"'s ...
+    assert look.draft(3) == [10, 11, 12]
+
+
+def test_nothing_is_drafted_without_a_match() -> None:
+    look = PromptLookup(tokens=[1, 2, 3, 4, 5, 6])
+    assert look.draft(8) == []
+    look.extend([7, 1, 2])
+    assert look.draft(8) == [3, 4, 5, 6, 7, 1, 2]  # the draft stops where the context does
+
+
+def test_the_index_follows_new_tokens() -> None:
+    look = PromptLookup(draft_max=2, tokens=[1, 2, 3])
+    assert look.draft(2) == []
+    for t in [4, 1, 2]:
+        look.extend([t])
+    assert look.draft(2) == [3, 4]
+
+
+def test_the_draft_length_adapts_to_what_the_model_accepts() -> None:
+    look = PromptLookup(draft_max=8, tokens=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2])
+    assert len(look.draft(16)) == 8
+    look.settle(8, 2)  # two accepted: the next drafts are three long
+    assert look.limit == 3
+    look.settle(3, 3)  # all accepted: double
+    assert look.limit == 6
+    assert (look.drafted, look.accepted) == (11, 5)
+
+
+def test_outright_rejections_make_the_sequence_rest_longer_each_time() -> None:
+    look = PromptLookup(draft_max=4, tokens=[1, 2, 3, 1, 2])
+    assert look.draft(4)
+    look.settle(3, 0)
+    assert [bool(look.draft(4)) for _ in range(3)] == [False, False, True]
+    look.settle(1, 0)
+    assert [bool(look.draft(4)) for _ in range(5)] == [False] * 4 + [True]
+    look.settle(1, 1)  # an accepted draft ends the rest periods
+    assert look.draft(4)
