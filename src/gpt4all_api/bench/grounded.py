@@ -155,6 +155,18 @@ class GroundedResult:
         return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
+    def decode_tokens_per_s(self) -> float | None:
+        """Tokens after the first over the time from first to last chunk: decoding alone,
+        without the prompt's prefill, where speculation acts."""
+        tokens, seconds = 0, 0.0
+        for r in self.records:
+            n = r.counted_tokens or r.usage_completion or 0
+            if r.ok and n > 1 and len(r.chunk_times) > 1:
+                tokens += n - 1
+                seconds += r.chunk_times[-1] - r.chunk_times[0]
+        return tokens / seconds if seconds > 0 else None
+
+    @property
     def ttft_p50(self) -> float | None:
         return percentile([t for r in self.records if (t := r.ttft) is not None], 50)
 
