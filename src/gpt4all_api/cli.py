@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, cli_threads  # cli_threads first: OpenMP's wait, before llama.cpp
 from .bench.command import bench
 from .cli_docs import docs
 from .cli_models import models
@@ -49,6 +49,9 @@ def serve(**flags: Any) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger(__name__).debug(
+        "OpenMP wait policy: %s", cli_threads.applied or "as inherited from the environment"
     )
     try:
         app = create_app(settings)

@@ -86,6 +86,7 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
         "--raw-reps", "1",
         "--prefix-tokens", "300",
         "--prefix-reps", "1",
+        "--grounded-max-tokens", "8",
         "--json", str(out),
         "--plot", str(png),
     )  # fmt: skip
@@ -105,4 +106,81 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
         assert srv["prefix"]["warm"][0]["error"] is None
     ours = data["servers"]["gpt4all-api"]
     assert ours["prefix"]["warm"][0]["cached_tokens"] >= ours["prefix"]["prompt_tokens"][0]
+    # The grounded workload ran on both, prompt lookup on and off for ours (the default is on).
+    assert [g["label"] for g in ours["grounded"]] == ["prompt lookup on", "prompt lookup off"]
+    assert [g["label"] for g in data["servers"]["llama-cpp-python"]["grounded"]] == ["greedy"]
+    for g in (ours["grounded"][0], data["servers"]["llama-cpp-python"]["grounded"][0]):
+        assert len(g["records"]) == 4 and all(r["error"] is None for r in g["records"])
+        assert all(0 < r["counted_tokens"] <= 8 for r in g["records"])
+    assert "## Grounded workload" in proc.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# Stands in for llama.cpp's llama-server (no binary is built in the tests): it checks the flags
+# the bench gives llama-server and serves the same model with our server, so that the plumbing
+# (start, readiness, levels, ratio column) is exercised end to end.
+FAKE_LLAMA_SERVER = """#!{python}
+import argparse, os, sys
+ap = argparse.ArgumentParser()
+for f in ("--model", "--alias", "--host", "--port", "--threads", "--threads-batch",
+          "--ctx-size", "--parallel", "--batch-size", "--ubatch-size", "-ctk", "-ctv", "-fa"):
+    ap.add_argument(f)
+ap.add_argument("--no-webui", action="store_true")
+a = ap.parse_args()
+assert a.host == "127.0.0.1" and a.no_webui and a.fa == "on" and a.ctk == a.ctv == "q8_0"
+assert a.threads == a.threads_batch and a.batch_size == a.ubatch_size
+assert int(a.ctx_size) % int(a.parallel) == 0
+os.execv(sys.executable, [sys.executable, "-m", "gpt4all_api", "serve", "--host", a.host,
+    "--port", a.port, "--models-dir", os.path.dirname(a.model), "--model", a.alias,
+    "--threads", a.threads, "--parallel", a.parallel,
+    "--context-size", str(int(a.ctx_size) // int(a.parallel)), "--batch-size", a.batch_size,
+    "--kv-cache-type", a.ctk, "--log-level", "warning"])
+"""
+
+
+@pytest.mark.slow
+def test_bench_compare_with_llama_server_a_variant_the_hog_and_a_profile(tmp_path: Path) -> None:
+    fake = tmp_path / "llama-server"
+    fake.write_text(FAKE_LLAMA_SERVER.format(python=sys.executable))
+    fake.chmod(0o755)
+    out, prof = tmp_path / "compare.json", tmp_path / "prof"
+    proc = run_bench(
+        "--compare",
+        "--llama-server", str(fake),
+        "--only", "gpt4all-api",
+        "--only", "llama-server",
+        "--variant", "passive=OMP_WAIT_POLICY=passive",
+        "--levels", "2",
+        "--requests-per-client", "1",
+        "--min-requests", "2",
+        "--max-tokens", "8",
+        "--threads", "1",
+        "--context-size", "1024",
+        "--raw-reps", "0",
+        "--no-prefix",
+        "--grounded-passes", "0",
+        "--hog", "1",
+        "--profile", str(prof),
+        "--profile-format", "raw",
+        "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    names = ["gpt4all-api", "gpt4all-api [passive]", "llama-server"]
+    assert list(data["servers"]) == names
+    assert data["options"]["parallel"] == 2  # every server gets the top level's slots
+    for srv in data["servers"].values():
+        for lv in (*srv["levels"], *srv["hog_levels"]):
+            assert lv["concurrency"] == 2 and lv["errors"] == 0 and lv["requests"] == 2
+            assert 0 < lv["output_tokens"] <= 16 and lv["peak_rss_mb"] > 50
+    assert "| 2 | llama-server |" in proc.stdout and "1.00x" in proc.stdout
+    assert "## Beside a CPU hog (1 busy-looping processes)" in proc.stdout
+    # py-spy recorded our two servers at the top level, idle and beside the hog.
+    written = sorted(p.name for p in prof.iterdir())
+    assert written == [
+        "gpt4all-api-2c.txt",
+        "gpt4all-api-beside-1-CPU-hog-s-2c.txt",
+        "gpt4all-api-passive-2c.txt",
+        "gpt4all-api-passive-beside-1-CPU-hog-s-2c.txt",
+    ]
+    assert "llama_decode" in (prof / "gpt4all-api-2c.txt").read_text()

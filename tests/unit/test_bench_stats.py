@@ -158,7 +158,7 @@ def test_targets_and_report(tmp_path: Path) -> None:
     assert met["peak RSS at 8 clients <= 1.5x llama-cpp-python's"] is False
     assert met["2nd-turn TTFT >= 3x lower than cold (prefix reuse)"] is None
     text = compare_text(report)
-    assert "| 8 | 160.0 | 30.0 | 5.33x |" in text
+    assert "| 8 | gpt4all-api | 160.0 | 5.33x | 250 | 250 | 10 | 500 | 0 |" in text
     data = json.loads(json.dumps(to_json(report)))
     assert data["servers"][OURS]["levels"][1]["tokens_per_s"] == 160
     assert data["raw"][1]["tokens_per_s"] == 180

@@ -59,7 +59,20 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 @click.option(
     "--compare",
     is_flag=True,
-    help="Start our server and llama-cpp-python's one after the other, plus raw decode.",
+    help="Start our server, llama-server (with --llama-server) and llama-cpp-python's one "
+    "after the other in one run, plus raw decode.",
+)
+@click.option(
+    "--llama-server",
+    "llama_server",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --compare: llama.cpp's llama-server binary (scripts/build-llama-server builds it).",
+)
+@click.option(
+    "--llama-server-arg",
+    "llama_server_args",
+    multiple=True,
+    help="With --compare: an extra flag for llama-server (repeatable).",
 )
 @click.option(
     "--model-file",
@@ -71,7 +84,18 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
     "--context-size", default=2048, show_default=True, help="With --compare: per sequence."
 )
 @click.option("--batch-size", default=512, show_default=True, help="With --compare: n_batch.")
-@click.option("--parallel", default=8, show_default=True, help="With --compare: our slots.")
+@click.option(
+    "--parallel",
+    type=int,
+    help="With --compare: slots of our server and llama-server (default: the top level).",
+)
+@click.option(
+    "--kv-cache-type",
+    type=click.Choice(["q8_0", "f16"]),
+    default="q8_0",
+    show_default=True,
+    help="With --compare: K and V cache type of our server and llama-server.",
+)
 @click.option(
     "--server-arg",
     "server_args",
@@ -80,8 +104,50 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 )
 @click.option(
     "--only",
-    type=click.Choice(["gpt4all-api", "llama-cpp-python"]),
-    help="With --compare: start only this server (raw decode still runs).",
+    multiple=True,
+    type=click.Choice(["gpt4all-api", "llama-server", "llama-cpp-python"]),
+    help="With --compare: start only this server (repeatable; raw decode still runs).",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    help="With --compare: our server once more, as NAME=WORDS: KEY=VALUE words are its "
+    "environment, the others serve flags (repeatable), e.g. 'passive=OMP_WAIT_POLICY=passive' "
+    "or 't1=--threads 1'.",
+)
+@click.option(
+    "--hog",
+    default=0,
+    show_default=True,
+    help="With --compare: run every level again beside N busy-looping processes.",
+)
+@click.option(
+    "--grounded-passes",
+    default=1,
+    show_default=True,
+    help="With --compare: passes over the grounded prompts (1 client, greedy; 0: skip).",
+)
+@click.option(
+    "--grounded-max-tokens",
+    default=192,
+    show_default=True,
+    help="max_tokens of the grounded requests.",
+)
+@click.option(
+    "--profile",
+    "profile_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --compare: record our server with py-spy (native, all threads) during one "
+    "level into this directory.",
+)
+@click.option("--profile-level", type=int, help="The level to profile (default: the top one).")
+@click.option(
+    "--profile-format",
+    type=click.Choice(["speedscope", "flamegraph", "raw"]),
+    default="speedscope",
+    show_default=True,
+    help="py-spy's output format (flamegraph: SVG).",
 )
 @click.option("--raw-seqs", default="1,8", show_default=True, callback=_levels, help="Raw decode.")
 @click.option(
@@ -99,7 +165,17 @@ def bench(**o: Any) -> None:
     from ..engine.model import Model
     from ..library.store import embedded_model_path
     from . import report as rep
-    from .runner import BenchConfig, TokenCounter, bench_url, first_model, run_compare
+    from .runner import (
+        LLAMA_SERVER,
+        OURS,
+        THEIRS,
+        BenchConfig,
+        TokenCounter,
+        Variant,
+        bench_url,
+        first_model,
+        run_compare,
+    )
     from .servers import ServerOptions
 
     config = BenchConfig(
@@ -111,6 +187,9 @@ def bench(**o: Any) -> None:
         prefix=o["prefix"],
         prefix_tokens=o["prefix_tokens"],
         prefix_reps=o["prefix_reps"],
+        hog=o["hog"],
+        grounded_passes=o["grounded_passes"] if o["compare"] else 0,
+        grounded_max_tokens=o["grounded_max_tokens"],
     )
 
     def say(msg: str) -> None:
@@ -125,10 +204,22 @@ def bench(**o: Any) -> None:
             threads=o["threads"] or os.cpu_count() or 1,
             context_size=o["context_size"],
             batch_size=o["batch_size"],
-            parallel=o["parallel"],
+            parallel=o["parallel"] or max(o["levels"]),
             extra_args=tuple(o["server_args"]),
+            kv_cache_type=o["kv_cache_type"],
+            llama_server=o["llama_server"],
+            llama_server_args=tuple(o["llama_server_args"]),
         )
-        names = (o["only"],) if o["only"] else ("gpt4all-api", "llama-cpp-python")
+        if o["only"]:
+            names = tuple(n for n in (OURS, LLAMA_SERVER, THEIRS) if n in o["only"])
+        else:
+            names = (OURS, LLAMA_SERVER, THEIRS) if o["llama_server"] else (OURS, THEIRS)
+        if LLAMA_SERVER in names and not o["llama_server"]:
+            raise click.UsageError("--only llama-server needs --llama-server PATH")
+        try:
+            variants = tuple(Variant.parse(v) for v in o["variants"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--variant") from None
         try:
             result: Any = run_compare(
                 config,
@@ -136,6 +227,10 @@ def bench(**o: Any) -> None:
                 raw_seqs=o["raw_seqs"],
                 raw_reps=o["raw_reps"],
                 servers=names,
+                variants=variants,
+                profile_dir=o["profile_dir"],
+                profile_level=o["profile_level"],
+                profile_format=o["profile_format"],
                 progress=say,
             )
         except RuntimeError as exc:

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .runner import OURS, THEIRS, CompareReport, ServerReport
+from .runner import LLAMA_SERVER, OURS, THEIRS, CompareReport, ServerReport
 from .stats import LevelResult, cpu_ms_per_token
 
 
@@ -18,14 +18,14 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
-def levels_table(report: ServerReport) -> str:
-    """One row per concurrency level."""
+def levels_table(report: ServerReport, levels: list[LevelResult] | None = None) -> str:
+    """One row per concurrency level (`levels`: another set of them, e.g. beside the hog)."""
     rows = [
         "| clients | requests | errors | output tok/s | req/s | TTFT p50 ms | TTFT p95 ms "
         "| ITL p50 ms | ITL p95 ms | peak RSS MB | server CPU ms/token |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for lv in report.levels:
+    for lv in report.levels if levels is None else levels:
         rss = f"{lv.peak_rss_mb:.0f}" if lv.peak_rss_mb else "-"
         cpu = cpu_ms_per_token(lv)
         rows.append(
@@ -64,27 +64,116 @@ def server_text(report: ServerReport) -> str:
         "",
         levels_table(report),
     ]
+    if report.hog_levels:
+        parts += ["", "Beside the CPU hog:", "", levels_table(report, report.hog_levels)]
     if report.prefix is not None:
         parts += ["", prefix_table([report])]
     return "\n".join(parts)
 
 
+def reference(report: CompareReport) -> str | None:
+    """The server the ratio column divides by: llama-server when it ran, else llama-cpp-python."""
+    for name in (LLAMA_SERVER, THEIRS):
+        if name in report.servers:
+            return name
+    return None
+
+
 def compare_table(report: CompareReport) -> str:
-    ours, theirs = report.servers.get(OURS), report.servers.get(THEIRS)
+    """Every server at every level, in one table, with tok/s as a ratio to the reference."""
+    ref_name = reference(report)
+    ref = report.servers.get(ref_name) if ref_name else None
     rows = [
-        f"| clients | {OURS} tok/s | {THEIRS} tok/s | ratio | {OURS} TTFT p50 ms "
-        f"| {THEIRS} TTFT p50 ms | {OURS} ITL p50 ms | {THEIRS} ITL p50 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| clients | server | output tok/s | ÷ {ref_name or '-'} | TTFT p50 ms | TTFT p95 ms "
+        "| ITL p50 ms | peak RSS MB | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in report.config.levels:
-        a = ours.level(c) if ours else None
-        b = theirs.level(c) if theirs else None
-        rows.append(
-            f"| {c} | {_tps(a)} | {_tps(b)} | {_ratio(_v(a), _v(b))} "
-            f"| {_ms(a.ttft_p50 if a else None)} | {_ms(b.ttft_p50 if b else None)} "
-            f"| {_ms(a.itl_p50 if a else None)} | {_ms(b.itl_p50 if b else None)} |"
-        )
+        b = ref.level(c) if ref else None
+        for name, srv in report.servers.items():
+            a = srv.level(c)
+            if a is None:
+                continue
+            rss = f"{a.peak_rss_mb:.0f}" if a.peak_rss_mb else "-"
+            rows.append(
+                f"| {c} | {name} | {_tps(a)} | {_ratio(_v(a), _v(b))} | {_ms(a.ttft_p50)} "
+                f"| {_ms(a.ttft_p95)} | {_ms(a.itl_p50)} | {rss} | {a.errors} |"
+            )
     return "\n".join(rows)
+
+
+def peak_rss_table(report: CompareReport) -> str:
+    rows = ["| server | peak RSS MB (all levels) |", "|---|---:|"]
+    for name, srv in report.servers.items():
+        rows.append(f"| {name} | {'-' if not srv.peak_rss_mb else f'{srv.peak_rss_mb:.0f}'} |")
+    return "\n".join(rows)
+
+
+def hog_table(report: CompareReport) -> str:
+    """Every level idle and beside the CPU hog: what each server keeps of its throughput."""
+    rows = [
+        f"| clients | server | idle tok/s | beside {report.config.hog} hog(s) tok/s | kept "
+        "| idle TTFT p50 ms | hog TTFT p50 ms |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in report.config.levels:
+        for name, srv in report.servers.items():
+            a, h = srv.level(c), srv.hog_level(c)
+            if a is None or h is None:
+                continue
+            kept = f"{100 * h.tokens_per_s / a.tokens_per_s:.0f}%" if a.tokens_per_s else "-"
+            rows.append(
+                f"| {c} | {name} | {_tps(a)} | {_tps(h)} | {kept} | {_ms(a.ttft_p50)} "
+                f"| {_ms(h.ttft_p50)} |"
+            )
+    return "\n".join(rows)
+
+
+def grounded_table(report: CompareReport) -> str:
+    """The grounded workload: every server and setting, speed-up over our prompt lookup off."""
+    ref_name = reference(report)
+    base = (
+        next(
+            (g for g in report.servers[OURS].grounded if g.label == "prompt lookup off"),
+            None,
+        )
+        if OURS in report.servers
+        else None
+    )
+    ref = next(iter(report.servers[ref_name].grounded), None) if ref_name else None
+    rows = [
+        "| server | setting | requests | errors | output tokens | output tok/s "
+        f"| ÷ {OURS} lookup off | ÷ {ref_name or '-'} | decode tok/s | TTFT p50 ms | drafted "
+        "| accepted | acceptance |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, srv in report.servers.items():
+        for g in srv.grounded:
+            ok = len(g.records) - g.errors
+            drafted = "-" if g.drafted is None else f"{g.drafted:.0f}"
+            accepted = "-" if g.accepted is None else f"{g.accepted:.0f}"
+            acc = "-" if g.acceptance is None else f"{g.acceptance:.0%}"
+            dec = g.decode_tokens_per_s
+            rows.append(
+                f"| {name} | {g.label} | {ok} | {g.errors} | {g.tokens} | {g.tokens_per_s:.1f} "
+                f"| {_ratio(g.tokens_per_s, base.tokens_per_s if base else None)} "
+                f"| {_ratio(g.tokens_per_s, ref.tokens_per_s if ref else None)} "
+                f"| {'-' if dec is None else f'{dec:.1f}'} "
+                f"| {_ms(g.ttft_p50)} | {drafted} | {accepted} | {acc} |"
+            )
+    return "\n".join(rows)
+
+
+def grounded_identical(report: CompareReport) -> bool | None:
+    """Whether our greedy answers with prompt lookup on equal those with it off."""
+    ours = report.servers.get(OURS)
+    if ours is None:
+        return None
+    runs = {g.label: g for g in ours.grounded}
+    on, off = runs.get("prompt lookup on"), runs.get("prompt lookup off")
+    if on is None or off is None or on.errors or off.errors:
+        return None
+    return on.texts() == off.texts()
 
 
 def _v(lv: LevelResult | None) -> float | None:
@@ -146,6 +235,45 @@ def targets(report: CompareReport) -> list[tuple[str, str, bool | None]]:
             times,
             "{:.2f}x",
         )
+    llama = report.servers.get(LLAMA_SERVER)
+    if llama is not None:
+        for n in report.config.levels:
+            if n not in (1, 8, 16, 32):
+                continue
+            a, b = (ours.level(n) if ours else None), llama.level(n)
+            check(
+                f"{n} client(s): >= 1.0x {LLAMA_SERVER}",
+                a.tokens_per_s / b.tokens_per_s if a and b and b.tokens_per_s else None,
+                1.0,
+                "{:.2f}x",
+            )
+    if ours is not None and ours.level(16) and ours.level(8):
+        a8, a16 = ours.level(8), ours.level(16)
+        check(
+            "p50 TTFT at 16 clients <= 2x at 8 clients",
+            a16.ttft_p50 / a8.ttft_p50 if a8.ttft_p50 and a16.ttft_p50 else None,  # type: ignore[union-attr]
+            2.0,
+            "{:.2f}x",
+            most=True,
+        )
+    if ours is not None and ours.grounded:
+        runs = {g.label: g for g in ours.grounded}
+        on, off = runs.get("prompt lookup on"), runs.get("prompt lookup off")
+        if on and off:
+            check(
+                "grounded workload: prompt lookup >= 1.8x tok/s of lookup off",
+                on.tokens_per_s / off.tokens_per_s if off.tokens_per_s else None,
+                1.8,
+                "{:.2f}x",
+            )
+            same = grounded_identical(report)
+            out.append(
+                (
+                    "grounded workload: greedy answers identical with lookup on and off",
+                    "-" if same is None else ("identical" if same else "differ"),
+                    same,
+                )
+            )
     one, eight = (ours.level(1), ours.level(8)) if ours else (None, None)
     check(
         "p50 TTFT at 8 clients <= 3x at 1 client",
@@ -198,19 +326,38 @@ def compare_text(report: CompareReport) -> str:
         f"llama-cpp-python {m['llama_cpp_python']}; load average at start "
         f"{', '.join(map(str, m['load_average_at_start']))}.",
         f"Model {o.model_path.name}; {o.threads} threads; context {o.context_size} per sequence; "
-        f"batch {o.batch_size}; our parallel slots {o.parallel}; chat, max_tokens "
-        f"{report.config.max_tokens}, temperature 0; output tokens counted with the model's "
-        "tokenizer for both servers.",
+        f"batch {o.batch_size}; parallel slots {o.parallel} (ours and llama-server); KV cache "
+        f"{o.kv_cache_type}; chat, max_tokens {report.config.max_tokens}, temperature 0; output "
+        "tokens counted with the model's tokenizer for every server.",
         "",
         "## Side by side",
         "",
         compare_table(report),
         "",
-        "## Raw batched decode (no HTTP) against our server",
-        "",
-        raw_table(report),
+        peak_rss_table(report),
         "",
     ]
+    if any(srv.grounded for srv in report.servers.values()):
+        parts += [
+            f"## Grounded workload (1 client, greedy, max_tokens "
+            f"{report.config.grounded_max_tokens}, {report.config.grounded_passes} pass(es) "
+            "over the prompts)",
+            "",
+            grounded_table(report),
+            "",
+        ]
+    if report.config.hog > 0:
+        parts += [
+            f"## Beside a CPU hog ({report.config.hog} busy-looping processes)",
+            "",
+            hog_table(report),
+            "",
+        ]
+    if report.raw:
+        parts += ["## Raw batched decode (no HTTP) against our server", "", raw_table(report), ""]
+    profiles = [p for srv in report.servers.values() for p in srv.profiles]
+    if profiles:
+        parts += ["Profiles (py-spy): " + ", ".join(profiles), ""]
     for r in report.servers.values():
         parts += [server_text(r), ""]
     parts += ["## Targets", "", targets_table(report), ""]
@@ -251,10 +398,9 @@ def plot(report: CompareReport, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for name, style in ((OURS, "o-"), (THEIRS, "s--")):
-        r = report.servers.get(name)
-        if r is None:
-            continue
+    styles = {OURS: "o-", THEIRS: "s--", LLAMA_SERVER: "d-."}
+    for name, r in report.servers.items():
+        style = styles.get(name, "x:")
         xs = [lv.concurrency for lv in r.levels]
         ax1.plot(xs, [lv.tokens_per_s for lv in r.levels], style, label=name)
         ax2.plot(xs, [(lv.ttft_p50 or 0) * 1000 for lv in r.levels], style, label=name)

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import logging
 import os
 import platform
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,20 +25,59 @@ from typing import Any
 import httpx
 
 from ..engine.model import Model
+from .grounded import GroundedResult, run_grounded
 from .load import PrefixResult, check_loopback, new_client, run_level, run_prefix, stream_chat
 from .raw import RawResult, raw_decode, render_messages
 from .servers import (
+    CpuHog,
     ManagedServer,
     RssSampler,
     ServerOptions,
     free_port,
     llama_cpp_command,
+    llama_server_command,
     ours_command,
 )
 from .stats import LevelResult, RequestRecord, TokenSource, summarize, token_source
 
+log = logging.getLogger(__name__)
+
 OURS = "gpt4all-api"
 THEIRS = "llama-cpp-python"
+LLAMA_SERVER = "llama-server"
+ALL_SERVERS = (OURS, LLAMA_SERVER, THEIRS)
+_ENV_WORD = re.compile(r"^[A-Z_][A-Z0-9_]*=")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Our server once more under another name, with more flags and environment variables
+    (a tuning point measured in the same run, e.g. `passive=OMP_WAIT_POLICY=passive`)."""
+
+    name: str
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        """`NAME=WORDS`: words like `KEY=VALUE` (upper-case key) are environment variables of
+        the server process, the others flags of `gpt4all-api serve`."""
+        name, sep, rest = spec.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"a variant is NAME=FLAGS-OR-ENV, got {spec!r}")
+        args: list[str] = []
+        env: list[tuple[str, str]] = []
+        for word in shlex.split(rest):
+            if _ENV_WORD.match(word):
+                key, _, value = word.partition("=")
+                env.append((key, value))
+            else:
+                args.append(word)
+        return cls(name.strip(), tuple(args), tuple(env))
+
+    @property
+    def server_name(self) -> str:
+        return f"{OURS} [{self.name}]"
 
 
 @dataclass(frozen=True)
@@ -46,6 +94,9 @@ class BenchConfig:
     prefix_tokens: int = 1500
     prefix_reps: int = 3
     prefix_max_tokens: int = 16
+    hog: int = 0  # with N > 0 every level runs again beside N busy-looping processes
+    grounded_passes: int = 0  # passes over the grounded prompts (0: no grounded workload)
+    grounded_max_tokens: int = 192
 
     def requests_for(self, concurrency: int) -> int:
         return max(self.min_requests, concurrency * self.requests_per_client)
@@ -74,6 +125,12 @@ class ServerReport:
     levels: list[LevelResult] = field(default_factory=list)
     prefix: PrefixResult | None = None
     peak_rss_mb: float | None = None
+    hog_levels: list[LevelResult] = field(default_factory=list)  # the same levels beside a hog
+    grounded: list[GroundedResult] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)  # py-spy outputs written
+
+    def hog_level(self, concurrency: int) -> LevelResult | None:
+        return next((lv for lv in self.hog_levels if lv.concurrency == concurrency), None)
 
     def level(self, concurrency: int) -> LevelResult | None:
         return next((lv for lv in self.levels if lv.concurrency == concurrency), None)
@@ -99,8 +156,13 @@ async def bench_url(
     source: TokenSource | None = None,
     api_key: str | None = None,
     progress: Callable[[str], None] | None = None,
+    grounded: tuple[tuple[str, dict[str, Any] | None], ...] = (),
+    read_metrics: bool = False,
+    profiler: Profiler | None = None,
 ) -> ServerReport:
-    """Every concurrency level, then the prefix scenario, against one running server."""
+    """Every concurrency level, the prefix scenario, the grounded workload (once per
+    `(label, extra request fields)` in `grounded`), then the levels again beside a CPU hog,
+    against one running server."""
     check_loopback(base_url)
     base_url = base_url.rstrip("/")
     report = ServerReport(name=name, base_url=base_url, model=model)
@@ -108,29 +170,34 @@ async def bench_url(
     async with new_client(1, api_key) as client:
         for i in range(config.warmup):
             await stream_chat(client, base_url, model, [{"role": "user", "content": "Hi"}], 8 + i)
-    for c in config.levels:
+
+    async def level(c: int, tag: str) -> LevelResult:
         if rss is not None:
             rss.reset()
-        records, wall = await run_level(
-            base_url,
-            model,
-            c,
-            config.requests_for(c),
-            config.max_tokens,
-            config.time_limit,
-            api_key,
-        )
+        with profiler.level(c, tag) if profiler else contextlib.nullcontext():
+            records, wall = await run_level(
+                base_url,
+                model,
+                c,
+                config.requests_for(c),
+                config.max_tokens,
+                config.time_limit,
+                api_key,
+            )
         _count(records, counter)
         lv = summarize(c, records, wall, source or token_source(records, counter is not None))
         if rss is not None:
             rss.sample()
             lv.peak_rss_mb = rss.peak_mb
             lv.server_cpu_s = rss.cpu_since_reset()
-        report.levels.append(lv)
         say(
-            f"{name}: {c} clients, {lv.requests} requests, {lv.tokens_per_s:.1f} tokens/s, "
+            f"{name}{tag}: {c} clients, {lv.requests} requests, {lv.tokens_per_s:.1f} tokens/s, "
             f"TTFT p50 {_ms(lv.ttft_p50)}, {lv.errors} errors"
         )
+        return lv
+
+    for c in config.levels:
+        report.levels.append(await level(c, ""))
     if config.prefix:
         report.prefix = await run_prefix(
             base_url,
@@ -143,6 +210,33 @@ async def bench_url(
             time_limit=config.time_limit,
         )
         say(f"{name}: prefix reuse speeds TTFT up {report.prefix.speedup or 0:.1f}x")
+    for label, extra in grounded if config.grounded_passes > 0 else ():
+        g = await run_grounded(
+            base_url,
+            model,
+            server=name,
+            label=label,
+            passes=config.grounded_passes,
+            max_tokens=config.grounded_max_tokens,
+            extra=extra,
+            api_key=api_key,
+            read_metrics=read_metrics,
+        )
+        _count(g.records, counter)
+        report.grounded.append(g)
+        acc = "" if g.acceptance is None else f", {g.acceptance:.0%} of drafts accepted"
+        err = next((r.error for r in g.records if r.error), None)
+        say(
+            f"{name}: grounded, {label}: {g.tokens_per_s:.1f} tokens/s{acc}, {g.errors} errors"
+            + (f" ({err[:160]})" if err else "")
+        )
+    if config.hog > 0:
+        with CpuHog(config.hog):
+            time.sleep(0.5)  # let the hogs get going
+            for c in config.levels:
+                report.hog_levels.append(await level(c, f" beside {config.hog} CPU hog(s)"))
+    if profiler is not None:
+        report.profiles = list(profiler.written)
     if rss is not None:
         report.peak_rss_mb = max((lv.peak_rss_mb or 0) for lv in report.levels) or None
     return report
@@ -159,9 +253,73 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
+class Profiler:
+    """py-spy, recording our server's whole process (native frames, every thread, idle ones
+    too) during one concurrency level; the output goes to `directory`."""
+
+    def __init__(self, pid: int, server: str, directory: Path, level: int, fmt: str = "speedscope"):
+        self.pid, self.server, self.directory = pid, server, directory
+        self.at_level, self.fmt = level, fmt
+        self.written: list[str] = []
+
+    def command(self, out: Path) -> list[str]:
+        return py_spy_command(self.pid, out, self.fmt)
+
+    def out_path(self, level: int, tag: str) -> Path:
+        ext = {"flamegraph": "svg", "speedscope": "speedscope.json", "raw": "txt"}[self.fmt]
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{self.server}{tag}").strip("-")
+        return self.directory / f"{slug}-{level}c.{ext}"
+
+    @contextlib.contextmanager
+    def level(self, level: int, tag: str) -> Any:
+        if level != self.at_level:
+            yield
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        out = self.out_path(level, tag)
+        proc = subprocess.Popen(
+            self.command(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(1.0)  # py-spy attaches
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                _, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+            if out.exists():
+                self.written.append(str(out))
+                log.info("profile written to %s", out)
+            else:
+                log.warning("py-spy wrote no profile: %s", err.decode(errors="replace")[-500:])
+
+
+def py_spy_command(pid: int, out: Path, fmt: str = "speedscope") -> list[str]:
+    """A whole-process profile: native frames, one stack per thread, idle threads included."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--native",
+        "--threads",
+        "--idle",
+        "--rate",
+        "100",
+        "--format",
+        fmt,
+        "--output",
+        str(out),
+    ]
+
+
 @dataclass
 class CompareReport:
-    """The comparison run: raw ceilings, both servers, the machine and the settings."""
+    """The comparison run: raw ceilings, every server, the machine and the settings."""
 
     config: BenchConfig
     options: ServerOptions
@@ -201,9 +359,14 @@ def run_compare(
     raw_seqs: tuple[int, ...] = (1, 8),
     raw_reps: int = 3,
     servers: tuple[str, ...] = (OURS, THEIRS),
+    variants: tuple[Variant, ...] = (),
+    profile_dir: Path | None = None,
+    profile_level: int | None = None,
+    profile_format: str = "speedscope",
     progress: Callable[[str], None] | None = None,
 ) -> CompareReport:
-    """Raw ceilings, then our server, then llama-cpp-python's, one after the other."""
+    """Raw ceilings, then each server alone, one after the other, in one run: ours, its
+    variants, llama-server, llama-cpp-python (in the order of `servers`, variants after ours)."""
     say = progress or (lambda _msg: None)
     t0 = time.monotonic()
     report = CompareReport(
@@ -229,14 +392,30 @@ def run_compare(
             )
             report.raw.append(raw)
             say(f"raw decode, {n} sequences: {raw.tokens_per_s:.1f} tokens/s")
-        commands = {OURS: ours_command, THEIRS: llama_cpp_command}
         with tempfile.TemporaryDirectory(prefix="gpt4all-bench-") as tmp:
-            for name in servers:
+            for name, command, env, ours in server_plan(options, servers, variants):
                 port = free_port()
+                slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
                 server = ManagedServer(
-                    name, commands[name](options, port), port, Path(tmp) / f"{name}.log"
+                    name, command(port), port, Path(tmp) / f"{slug}.log", env=env or None
+                )
+                grounded: tuple[tuple[str, dict[str, Any] | None], ...] = (
+                    (("prompt lookup on", None), ("prompt lookup off", {"prompt_lookup": False}))
+                    if ours
+                    else (("greedy", None),)
                 )
                 with server, RssSampler(server.proc.pid) as rss:  # type: ignore[union-attr]
+                    profiler = (
+                        Profiler(
+                            server.proc.pid,  # type: ignore[union-attr]
+                            name,
+                            profile_dir,
+                            profile_level or max(config.levels),
+                            profile_format,
+                        )
+                        if ours and profile_dir is not None
+                        else None
+                    )
                     report.servers[name] = asyncio.run(
                         bench_url(
                             server.base_url,
@@ -247,9 +426,41 @@ def run_compare(
                             rss=rss,
                             source="tokenizer",
                             progress=say,
+                            grounded=grounded,
+                            read_metrics=ours,
+                            profiler=profiler,
                         )
                     )
     finally:
         model.close()
     report.duration_s = time.monotonic() - t0
     return report
+
+
+def server_plan(
+    options: ServerOptions, servers: tuple[str, ...], variants: tuple[Variant, ...]
+) -> list[tuple[str, Callable[[int], list[str]], dict[str, str], bool]]:
+    """(name, port -> command line, extra environment, is ours) for every server to run."""
+    plan: list[tuple[str, Callable[[int], list[str]], dict[str, str], bool]] = []
+    for name in servers:
+        if name == OURS:
+            plan.append((OURS, lambda port: ours_command(options, port), {}, True))
+            for v in variants:
+                opts = dataclasses.replace(options, extra_args=(*options.extra_args, *v.args))
+                plan.append(
+                    (
+                        v.server_name,
+                        lambda port, opts=opts: ours_command(opts, port),  # type: ignore[misc]
+                        dict(v.env),
+                        True,
+                    )
+                )
+        elif name == LLAMA_SERVER:
+            if options.llama_server is None:
+                raise RuntimeError("llama-server needs --llama-server PATH")
+            plan.append((LLAMA_SERVER, lambda port: llama_server_command(options, port), {}, False))
+        elif name == THEIRS:
+            plan.append((THEIRS, lambda port: llama_cpp_command(options, port), {}, False))
+        else:
+            raise ValueError(f"unknown server {name!r}")
+    return plan

@@ -1,5 +1,5 @@
-"""Servers started by `bench --compare`: ours and llama-cpp-python's, on free loopback ports,
-and a sampler of their memory (peak RSS of the process tree)."""
+"""Servers started by `bench --compare`: ours, llama-cpp-python's and llama.cpp's llama-server,
+on free loopback ports; a sampler of their memory (peak RSS of the process tree); CPU hogs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from ..cli_threads import child_env
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -24,14 +26,18 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """What both servers are given alike."""
+    """What every server is given alike."""
 
     model_path: Path
     threads: int
     context_size: int = 2048  # per sequence
     batch_size: int = 512
-    parallel: int = 8  # ours only: llama-cpp-python's server decodes one request at a time
+    # Ours and llama-server's slots (llama-cpp-python's server decodes one request at a time).
+    parallel: int = 16
     extra_args: tuple[str, ...] = ()  # more flags for our server (tuning runs)
+    kv_cache_type: str = "q8_0"  # ours and llama-server's K and V cache (q8_0: flash attention)
+    llama_server: Path | None = None  # llama.cpp's llama-server binary, when compared
+    llama_server_args: tuple[str, ...] = ()  # more flags for llama-server
 
 
 def ours_command(opts: ServerOptions, port: int) -> list[str]:
@@ -56,6 +62,8 @@ def ours_command(opts: ServerOptions, port: int) -> list[str]:
         str(opts.parallel),
         "--batch-size",
         str(opts.batch_size),
+        "--kv-cache-type",
+        opts.kv_cache_type,
         "--log-level",
         "warning",
         *opts.extra_args,
@@ -92,6 +100,43 @@ def llama_cpp_command(opts: ServerOptions, port: int) -> list[str]:
     ]
 
 
+def llama_server_command(opts: ServerOptions, port: int) -> list[str]:
+    """llama.cpp's llama-server set up like ours: the same model, threads, slots (`-np`), context
+    per slot (`-c` is the total, split across the slots), batch and KV cache type; no web UI, no
+    downloads (the binary is built without curl)."""
+    if opts.llama_server is None:
+        raise ValueError("no llama-server binary given")
+    cache = ["-ctk", opts.kv_cache_type, "-ctv", opts.kv_cache_type]
+    fa = ["-fa", "on"] if opts.kv_cache_type != "f16" else ["-fa", "auto"]
+    return [
+        str(opts.llama_server),
+        "--model",
+        str(opts.model_path),
+        "--alias",
+        opts.model_path.name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--threads",
+        str(opts.threads),
+        "--threads-batch",
+        str(opts.threads),
+        "--ctx-size",
+        str(opts.context_size * opts.parallel),
+        "--parallel",
+        str(opts.parallel),
+        "--batch-size",
+        str(opts.batch_size),
+        "--ubatch-size",
+        str(opts.batch_size),
+        *cache,
+        *fa,
+        "--no-webui",
+        *opts.llama_server_args,
+    ]
+
+
 @dataclass
 class ManagedServer:
     """A server subprocess logging to a file; ready once `GET /v1/models` answers 200."""
@@ -101,6 +146,9 @@ class ManagedServer:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    # Added to the environment, which is this process's without the OpenMP wait policy that
+    # our CLI set for itself (each server chooses its own; ours from GPT4ALL_API_THREAD_WAIT).
+    env: dict[str, str] | None = None
 
     @property
     def base_url(self) -> str:
@@ -110,7 +158,11 @@ class ManagedServer:
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_path.parent
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.log_path.parent,
+                env={**child_env(), **(self.env or {})},
             )
         finally:
             log.close()
@@ -218,3 +270,42 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.sample()
+
+
+_HOG_CODE = "while True:\n    pass\n"
+
+
+@dataclass
+class CpuHog:
+    """`n` processes that busy-loop on the CPU beside the server (a shared machine), started
+    and stopped by the benchmark."""
+
+    n: int
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @staticmethod
+    def command() -> list[str]:
+        return [sys.executable, "-c", _HOG_CODE]
+
+    def start(self) -> CpuHog:
+        for _ in range(self.n):
+            self.procs.append(
+                subprocess.Popen(
+                    self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+        return self
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            p.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> CpuHog:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

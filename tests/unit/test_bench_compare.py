@@ -1,0 +1,242 @@
+"""`bench --compare` with llama-server, variants, the CPU hog, the grounded workload and py-spy:
+command lines and report rows from canned numbers (no server, no timing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gpt4all_api.bench.grounded import (
+    ACCEPTED_METRIC,
+    DRAFT_METRIC,
+    GROUNDED_PROMPTS,
+    GroundedResult,
+    counter_total,
+    metrics_url,
+)
+from gpt4all_api.bench.report import compare_text, grounded_identical, targets, to_json
+from gpt4all_api.bench.runner import (
+    LLAMA_SERVER,
+    OURS,
+    THEIRS,
+    BenchConfig,
+    CompareReport,
+    Profiler,
+    ServerReport,
+    Variant,
+    py_spy_command,
+    server_plan,
+)
+from gpt4all_api.bench.servers import (
+    CpuHog,
+    ServerOptions,
+    llama_server_command,
+    ours_command,
+)
+from gpt4all_api.bench.stats import LevelResult, RequestRecord
+
+MODEL = Path("/models/m.gguf")
+
+
+def opts(**kw) -> ServerOptions:
+    base = dict(
+        model_path=MODEL,
+        threads=2,
+        context_size=2048,
+        batch_size=512,
+        parallel=16,
+        llama_server=Path("/opt/llama-server"),
+    )
+    return ServerOptions(**(base | kw))  # type: ignore[arg-type]
+
+
+def flag(cmd: list[str], name: str) -> str:
+    return cmd[cmd.index(name) + 1]
+
+
+def test_llama_server_gets_what_our_server_gets() -> None:
+    cmd = llama_server_command(opts(llama_server_args=("--spec-type", "ngram-simple")), 4321)
+    assert cmd[0] == "/opt/llama-server"
+    assert flag(cmd, "--model") == str(MODEL) and flag(cmd, "--alias") == "m.gguf"
+    assert flag(cmd, "--host") == "127.0.0.1" and flag(cmd, "--port") == "4321"
+    assert flag(cmd, "--threads") == flag(cmd, "--threads-batch") == "2"
+    # -c is the total: 16 slots of 2,048 tokens each, as our 16 slots.
+    assert flag(cmd, "--ctx-size") == str(16 * 2048) and flag(cmd, "--parallel") == "16"
+    assert flag(cmd, "--batch-size") == flag(cmd, "--ubatch-size") == "512"
+    assert flag(cmd, "-ctk") == flag(cmd, "-ctv") == "q8_0" and flag(cmd, "-fa") == "on"
+    assert "--no-webui" in cmd
+    assert cmd[-2:] == ["--spec-type", "ngram-simple"]
+    f16 = llama_server_command(opts(kv_cache_type="f16"), 1)
+    assert flag(f16, "-ctk") == "f16" and flag(f16, "-fa") == "auto"
+    with pytest.raises(ValueError):
+        llama_server_command(opts(llama_server=None), 1)
+
+
+def test_our_server_gets_the_same_slots_and_cache() -> None:
+    cmd = ours_command(opts(extra_args=("--x", "1")), 99)
+    assert flag(cmd, "--parallel") == "16" and flag(cmd, "--context-size") == "2048"
+    assert flag(cmd, "--threads") == "2" and flag(cmd, "--kv-cache-type") == "q8_0"
+    assert flag(cmd, "--host") == "127.0.0.1" and cmd[-2:] == ["--x", "1"]
+
+
+def test_variants_parse_env_and_flags() -> None:
+    v = Variant.parse("passive=OMP_WAIT_POLICY=passive --threads 1 GOMP_SPINCOUNT=1000")
+    assert v.name == "passive" and v.server_name == f"{OURS} [passive]"
+    assert v.args == ("--threads", "1")
+    assert v.env == (("OMP_WAIT_POLICY", "passive"), ("GOMP_SPINCOUNT", "1000"))
+    with pytest.raises(ValueError):
+        Variant.parse("no-equals-sign")
+
+
+def test_the_plan_runs_every_server_with_variants_after_ours() -> None:
+    v = Variant.parse("t1=--threads 1 OMP_WAIT_POLICY=passive")
+    plan = server_plan(opts(), (OURS, LLAMA_SERVER, THEIRS), (v,))
+    assert [p[0] for p in plan] == [OURS, f"{OURS} [t1]", LLAMA_SERVER, THEIRS]
+    assert [p[3] for p in plan] == [True, True, False, False]
+    assert plan[1][2] == {"OMP_WAIT_POLICY": "passive"}
+    variant_cmd = plan[1][1](5)
+    assert variant_cmd[-2:] == ["--threads", "1"] and flag(variant_cmd, "--port") == "5"
+    assert plan[2][1](6)[0] == "/opt/llama-server"
+    with pytest.raises(RuntimeError):
+        server_plan(opts(llama_server=None), (LLAMA_SERVER,), ())
+
+
+def test_hog_and_py_spy_command_lines(tmp_path: Path) -> None:
+    assert "while True" in CpuHog.command()[-1]
+    cmd = py_spy_command(123, tmp_path / "p.json", "speedscope")
+    assert cmd[1] == "record" and flag(cmd, "--pid") == "123"
+    assert {"--native", "--threads", "--idle"} <= set(cmd)
+    assert flag(cmd, "--format") == "speedscope" and flag(cmd, "--output").endswith("p.json")
+    prof = Profiler(1, f"{OURS} [t1]", tmp_path, 16, "flamegraph")
+    assert prof.out_path(16, " beside 1 CPU hog(s)").name == (
+        "gpt4all-api-t1-beside-1-CPU-hog-s-16c.svg"
+    )
+
+
+METRICS = f"""# HELP {DRAFT_METRIC} Draft tokens proposed.
+# TYPE {DRAFT_METRIC} counter
+{DRAFT_METRIC}{{model="a"}} 120.0
+{DRAFT_METRIC}{{model="b"}} 30.0
+{DRAFT_METRIC}_created{{model="a"}} 1.7e9
+{ACCEPTED_METRIC} 90.0
+"""
+
+
+def test_draft_counters_from_prometheus_text() -> None:
+    assert counter_total(METRICS, DRAFT_METRIC) == 150.0
+    assert counter_total(METRICS, ACCEPTED_METRIC) == 90.0
+    assert counter_total(METRICS, "gpt4all_api_absent_total") is None
+    assert metrics_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/metrics"
+    assert metrics_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/metrics"
+
+
+def test_grounded_prompts_ask_to_copy_their_text() -> None:
+    assert len(GROUNDED_PROMPTS) >= 4
+    assert all("word for word" in p and len(p) > 800 for p in GROUNDED_PROMPTS)
+
+
+def level(c: int, tps: float, ttft: float, rss: float) -> LevelResult:
+    return LevelResult(
+        concurrency=c,
+        requests=4,
+        errors=0,
+        wall_s=1.0,
+        output_tokens=int(tps),
+        usage_tokens=None,
+        tokenizer_tokens=int(tps),
+        token_source="tokenizer",
+        tokens_per_s=tps,
+        requests_per_s=4.0,
+        ttft_p50=ttft,
+        ttft_p95=2 * ttft,
+        itl_p50=0.01,
+        itl_p95=0.02,
+        peak_rss_mb=rss,
+    )
+
+
+def grounded(server: str, label: str, tokens: int, wall: float, texts: list[str], **kw):
+    recs = [
+        RequestRecord(started=0.0, chunk_times=[0.2, 0.3], text=t, counted_tokens=tokens // 4)
+        for t in texts
+    ]
+    return GroundedResult(server=server, label=label, records=recs, wall_s=wall, **kw)
+
+
+def report(tmp_path: Path) -> CompareReport:
+    ours = ServerReport(
+        OURS,
+        "u",
+        "m",
+        [level(1, 90, 0.1, 400), level(8, 120, 0.2, 410), level(16, 140, 0.5, 420)],
+        hog_levels=[level(1, 45, 0.3, 400), level(8, 60, 0.6, 410), level(16, 70, 1.0, 420)],
+        peak_rss_mb=420,
+    )
+    ours.grounded = [
+        grounded(OURS, "prompt lookup on", 400, 4.0, ["a", "b", "c", "d"], drafted=300,
+                 accepted=240),
+        grounded(OURS, "prompt lookup off", 400, 10.0, ["a", "b", "c", "d"], drafted=0,
+                 accepted=0),
+    ]  # fmt: skip
+    llama = ServerReport(
+        LLAMA_SERVER,
+        "u",
+        "m",
+        [level(1, 100, 0.1, 300), level(8, 150, 0.1, 310), level(16, 160, 0.2, 320)],
+        peak_rss_mb=320,
+    )
+    llama.grounded = [grounded(LLAMA_SERVER, "greedy", 400, 8.0, ["a", "b", "c", "d"])]
+    theirs = ServerReport(THEIRS, "u", "m", [level(1, 50, 0.1, 250), level(8, 50, 2.0, 280)])
+    return CompareReport(
+        config=BenchConfig(levels=(1, 8, 16), hog=2, grounded_passes=1),
+        options=opts(model_path=tmp_path / "m.gguf"),
+        raw=[],
+        servers={OURS: ours, LLAMA_SERVER: llama, THEIRS: theirs},
+        machine={
+            "cpu": "x",
+            "cores": 2,
+            "system": "s",
+            "python": "3",
+            "llama_cpp_python": "0",
+            "load_average_at_start": [0.0],
+        },
+        started="now",
+    )
+
+
+def test_the_report_rows(tmp_path: Path) -> None:
+    r = report(tmp_path)
+    text = compare_text(r)
+    # Side by side: every server per level, tok/s divided by llama-server's, TTFT p50/p95, RSS.
+    assert "| clients | server | output tok/s | ÷ llama-server |" in text
+    assert "| 8 | gpt4all-api | 120.0 | 0.80x | 200 | 400 | 10 | 410 | 0 |" in text
+    assert "| 8 | llama-server | 150.0 | 1.00x | 100 | 200 | 10 | 310 | 0 |" in text
+    assert "| 16 | gpt4all-api | 140.0 | 0.88x | 500 | 1000 | 10 | 420 | 0 |" in text
+    assert "| gpt4all-api | 420 |" in text and "| llama-server | 320 |" in text
+    # The hog: what each level keeps beside 2 busy loops.
+    assert "| 8 | gpt4all-api | 120.0 | 60.0 | 50% | 200 | 600 |" in text
+    # The grounded workload: 400 tokens in 4 s against 10 s off and 8 s on llama-server.
+    assert (
+        "| gpt4all-api | prompt lookup on | 4 | 0 | 400 | 100.0 | 2.50x | 2.00x | 990.0 | 200 "
+        "| 300 | 240 | 80% |" in text
+    )
+    # Decode alone: 99 tokens after the first in 0.1 s between first and last chunk, 4 times.
+    assert r.servers[OURS].grounded[0].decode_tokens_per_s == pytest.approx(990.0)
+    assert (
+        "| llama-server | greedy | 4 | 0 | 400 | 50.0 | 1.25x | 1.00x | 990.0 | 200 | - | - | - |"
+        in text
+    )
+    assert grounded_identical(r) is True
+    met = {what: (value, ok) for what, value, ok in targets(r)}
+    assert met["1 client(s): >= 1.0x llama-server"] == ("0.90x", False)
+    assert met["16 client(s): >= 1.0x llama-server"] == ("0.88x", False)
+    assert met["p50 TTFT at 16 clients <= 2x at 8 clients"] == ("2.50x", False)
+    assert met["grounded workload: prompt lookup >= 1.8x tok/s of lookup off"] == ("2.50x", True)
+    assert met["grounded workload: greedy answers identical with lookup on and off"][1] is True
+    data = json.loads(json.dumps(to_json(r)))
+    assert data["servers"][LLAMA_SERVER]["levels"][2]["tokens_per_s"] == 160
+    assert data["servers"][OURS]["hog_levels"][0]["tokens_per_s"] == 45
+    r.servers[OURS].grounded[1].records[0].text = "different"
+    assert grounded_identical(r) is False
