@@ -56,6 +56,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         threads=settings.threads,
         max_queue=settings.max_queue,
         kv_cache_type=settings.kv_cache_type,
+        kv_unified=settings.kv_unified,
         kv_size=settings.kv_size or 0,
         prompt_lookup=settings.prompt_lookup,
         draft_max=settings.draft_max,

@@ -121,16 +121,23 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         validation_alias=_env("parallel"),
-        description="Most sequences decoded together in one batch; they share one KV pool.",
+        description="Most sequences decoded together in one batch.",
+    )
+    kv_unified: bool = Field(
+        False,
+        validation_alias=_env("kv_unified"),
+        description="One KV pool of kv_size tokens shared by all sequences, instead of "
+        "context_size per sequence: more sequences in the same memory, but greedy output may "
+        "then differ in rare tokens with what else is running (attention sums the cells in "
+        "pool order).",
     )
     kv_size: int | None = Field(
         None,
         ge=64,
         validation_alias=_env("kv_size"),
-        description="Tokens the shared KV pool holds, all sequences together (default: "
-        "context_size x min(parallel, 8)). Sequences take cells as they grow; when the pool "
-        "runs short, idle sequences' cached prompts are dropped, then the newest running "
-        "sequence waits.",
+        description="With kv_unified: tokens the shared pool holds, all sequences together "
+        "(default: context_size x min(parallel, 8)). When it runs short, idle sequences' "
+        "cached prompts are dropped, then the newest running sequence waits and resumes.",
     )
     prompt_lookup: bool = Field(
         True,

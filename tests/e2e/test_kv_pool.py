@@ -1,8 +1,9 @@
-"""The shared KV pool and prompt-lookup speculation, end to end through the OpenAI client.
+"""Sixteen sequences at once, the shared KV pool and prompt-lookup speculation, end to end
+through the OpenAI client.
 
-- More sequences than the old eight fixed slots run at once, in the same memory.
-- When the running sequences outgrow the pool, the newest is preempted and later resumes:
-  its answer is the one it would have given alone.
+- 16 sequences run at once (the default `parallel`).
+- With `--kv-unified`, when the running sequences outgrow the pool, the newest is preempted and
+  later resumes: every answer runs its full length, nothing fails.
 - Prompt lookup drafts tokens from the request's own context and verifies them in the batch:
   greedy answers are token for token those without it (50 prompts), seeded sampled answers are
   the same too, and the metrics show drafts accepted on answers that quote their prompt.
@@ -121,7 +122,7 @@ def small_pool(
     srv = start(
         tmp_path_factory.mktemp("small-pool"),
         embedded_model,
-        *("--parallel", "8", "--kv-size", "1024", "--context-size", "512"),
+        *("--kv-unified", "--parallel", "8", "--kv-size", "1024", "--context-size", "512"),
     )
     yield srv
     srv.stop()
@@ -169,7 +170,7 @@ def test_sixteen_sequences_run_at_once(server: ServerProcess) -> None:
     assert max(firsts) < min(ends)
     body = HTTP.get(server.base_url + "/metrics").text
     assert re.search(r"^gpt4all_api_slots\{[^}]*\} 16\.0$", body, re.M)
-    assert re.search(r"^gpt4all_api_kv_cache_capacity_tokens\{[^}]*\} 16384\.0$", body, re.M)
+    assert re.search(r"^gpt4all_api_kv_cache_capacity_tokens\{[^}]*\} 32768\.0$", body, re.M)
 
 
 def test_greedy_answers_are_the_same_with_and_without_prompt_lookup(server: ServerProcess) -> None:
@@ -205,16 +206,32 @@ def test_seeded_sampled_answers_are_the_same_with_and_without_prompt_lookup(
         assert a == b
 
 
-def test_a_full_pool_preempts_and_resumes_without_changing_answers(
+def test_a_full_shared_pool_preempts_and_every_answer_runs_its_length(
     small_pool: ServerProcess,
 ) -> None:
-    questions = [[{"role": "user", "content": q}] for q in QUESTIONS[:8]]
-    kw: dict[str, Any] = {"max_tokens": 150, "temperature": 0, "logit_bias": NO_END}
-    alone = [ask(small_pool, m, **kw) for m in questions]
+    oai = client(small_pool)
+
+    def one(i: int) -> tuple[str, int, str]:
+        r = oai.chat.completions.create(
+            model=EMBEDDED,
+            messages=[{"role": "user", "content": QUESTIONS[i]}],
+            max_tokens=150,
+            temperature=0,
+            logit_bias=NO_END,
+        )
+        assert r.usage is not None
+        choice = r.choices[0]
+        return choice.finish_reason, r.usage.completion_tokens, choice.message.content or ""
+
     before = metric(small_pool, "preempted_sequences")
     with ThreadPoolExecutor(8) as pool:
-        together = list(pool.map(lambda m: ask(small_pool, m, **kw), questions))
-    assert metric(small_pool, "preempted_sequences") > before
-    assert together == alone
-    # the pool is whole again: a request that needs most of it is served
-    assert ask(small_pool, questions[0], **kw) == alone[0]
+        results = list(pool.map(one, range(8)))
+    assert metric(small_pool, "preempted_sequences") > before  # 8 x ~175 tokens > 1,024
+    for reason, tokens, text in results:
+        assert (reason, tokens) == ("length", 150)
+        assert len(text) > 150  # the resumed answers go on (no empty or cut text)
+    # the pool is whole again: every cell can be used
+    body = HTTP.get(small_pool.base_url + "/metrics").text
+    assert re.search(r"^gpt4all_api_kv_cache_capacity_tokens\{[^}]*\} 1024\.0$", body, re.M)
+    assert re.search(r"^gpt4all_api_running_sequences\{[^}]*\} 0\.0$", body, re.M)
+    assert one(0)[:2] == ("length", 150)

@@ -67,17 +67,18 @@ def test_costs_from_the_real_header(costs: LayerCosts) -> None:
     # tied embeddings: the output layer gets its own copy of token_embd (Q8_0) + output_norm
     assert costs.input_weights == 576 * 49152 // 32 * 34
     assert costs.output_weights == costs.input_weights + 576 * 4
-    # K and V of 3 KV heads of 64 in q8_0 (34 bytes per 32) for a pool of 8 x 2048 cells
-    assert kv_cells(2048 * 8) == 16384
+    # K and V of 3 KV heads of 64 in q8_0 (34 bytes per 32) for 8 slots of 2048 cells
+    assert kv_cells(2048, 8) == 16384
     assert costs.layer_kv == (16384 * 3 * 128 * 34 // 32,) * 30
     in_file = sum(t.n_bytes for t in read_info(embedded_model_path()).tensors)
     assert sum(costs.layer_weights) + costs.input_weights + 576 * 4 == in_file
 
 
 def test_kv_cells_are_padded_like_llama_cpp() -> None:
-    assert kv_cells(3000) == 3072  # one unified pool, padded to 256
-    assert kv_cells(300) == 512
-    assert kv_cells(2048) == 2048
+    assert kv_cells(1000, 3) == 3 * 1024  # 3000 -> 3072 / 3 = 1024
+    assert kv_cells(300, 1) == 512
+    assert kv_cells(2048, 1) == 2048
+    assert kv_cells(2048, 16, pool=3000) == 3072  # a unified pool: one size for all
 
 
 def test_a_model_that_fits(costs: LayerCosts) -> None:

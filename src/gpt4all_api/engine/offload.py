@@ -9,8 +9,8 @@ sizes come from the GGUF header (docs/gpu.md has the formula and its measured er
     output      = bytes of `output.weight` (or of `token_embd.weight`, copied there when the
                   model ties its embeddings) + `output_norm.weight`
     kv(i)       = cells * n_head_kv * (head_dim_k * size(type_k) + head_dim_v * size(type_v))
-    cells       = pad(kv_size, 256)       (one pool shared by all sequences; kv_size defaults to
-                                           context_size * min(parallel, 8))
+    cells       = pad(pad(context_size * parallel, 256) / parallel, 256) * parallel
+                  (with kv_unified: pad(kv_size, 256), one pool for all sequences)
     n_ubatch    = max(batch_size, 2 * parallel)
     compute     = 4 * n_ubatch * (4 * n_embd + n_ff)     on each device holding layers
                 + 4 * n_ubatch * n_vocab                 on the device holding the output layer
@@ -79,9 +79,16 @@ class LayerCosts:
         )
 
 
-def kv_cells(kv_size: int) -> int:
-    """KV cells llama.cpp allocates for a unified pool of `kv_size` tokens (padded to 256)."""
-    return (kv_size + 255) // 256 * 256
+def kv_cells(context_size: int, parallel: int, pool: int = 0) -> int:
+    """KV cells llama.cpp allocates for `parallel` sequences of `context_size`, or for one
+    unified pool of `pool` tokens."""
+
+    def pad(n: int) -> int:
+        return (n + 255) // 256 * 256
+
+    if pool:
+        return pad(pool)
+    return pad(pad(context_size * parallel) // parallel) * parallel
 
 
 def _type_size(kind: GGMLQuantizationType) -> float:
@@ -96,7 +103,7 @@ def layer_costs(
     parallel: int,
     batch_size: int,
     kv_cache_type: str = "q8_0",
-    kv_size: int = 0,
+    kv_size: int = 0,  # a unified pool's size (0: `context_size` per sequence)
 ) -> LayerCosts:
     """The costs of a model from its GGUF header and the engine's context settings."""
     meta = info.metadata
@@ -138,7 +145,7 @@ def layer_costs(
 
     kv_type = KV_TYPES[kv_cache_type]
     per_cell = n_head_kv * (head_k + head_v) * _type_size(kv_type)
-    kv = round(kv_cells(kv_size or context_size * min(parallel, 8)) * per_cell)
+    kv = round(kv_cells(context_size, parallel, kv_size) * per_cell)
     n_ubatch = max(batch_size, parallel * 2)
     return LayerCosts(
         layer_weights=tuple(blocks),

@@ -5,15 +5,15 @@ Each step builds one `llama_batch` holding the next token of every sequence that
 `llama_decode` once and samples each sequence with its own sampler chain, keeping the drafted
 tokens the model agrees with.
 
-All sequences share one KV pool (llama.cpp's unified KV cache): a sequence takes cells as it
-grows, up to `context_size`, and more sequences than the old fixed slots fit in the same memory.
-Requests wait in FIFO order for a free sequence and room in the pool; a finished or cancelled
-request leaves at once. An idle sequence keeps the tokens it holds so that a later request
-sharing a prefix (the next turn of a conversation) skips re-evaluating it, until the pool needs
-its cells. When the running sequences outgrow the pool, the newest one is preempted: its cells
-are freed and it waits again, to re-read its prompt and answer so far and go on where it was.
-A request for `n` choices evaluates its prompt once and shares those cells with its other
-`n - 1` sequences.
+Each sequence has `context_size` cells of KV cache of its own, or, with `kv_unified`, all share
+one pool (llama.cpp's unified KV cache): a sequence takes cells as it grows, up to
+`context_size`, and more sequences fit in the same memory. Requests wait in FIFO order for a
+free sequence and room in the pool; a finished or cancelled request leaves at once. An idle
+sequence keeps the tokens it holds so that a later request sharing a prefix (the next turn of a
+conversation) skips re-evaluating it, until a shared pool needs its cells. When the running
+sequences outgrow a shared pool, the newest one is preempted: its cells are freed and it waits
+again, to re-read its prompt and answer so far and go on. A request for `n` choices evaluates
+its prompt once and shares those cells with its other `n - 1` sequences.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class Engine:
         params.n_ubatch = params.n_batch
         params.n_threads = config.threads
         params.n_threads_batch = config.threads
-        params.kv_unified = True
+        params.kv_unified = config.kv_unified
         if config.kv_cache_type == "q8_0":  # a quantized V cache needs flash attention
             params.type_k = params.type_v = lc.GGML_TYPE_Q8_0
             params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
@@ -88,8 +88,9 @@ class Engine:
         self._ctx = lc.llama_init_from_model(model.ptr, params)
         if not self._ctx:
             raise EngineError(f"llama.cpp could not create a context for {self.name}")
-        self.n_cells = lc.llama_n_ctx(self._ctx)  # the pool, shared by all sequences
-        self.n_ctx_seq = min(self.n_cells, n_ctx_seq)
+        self.unified = config.kv_unified
+        self.n_cells = lc.llama_n_ctx(self._ctx)  # all sequences' cells
+        self.n_ctx_seq = min(lc.llama_n_ctx_seq(self._ctx), n_ctx_seq)
         self.n_batch = lc.llama_n_batch(self._ctx)
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
@@ -360,7 +361,10 @@ class Engine:
 
     def _make_room(self, need: int, spare: Slot | None = None, keep: int = 0) -> bool:
         """Free `need` cells by dropping idle sequences' cached tokens, least recently used
-        first (of `spare`, only what is past its first `keep`). False when they are not enough."""
+        first (of `spare`, only what is past its first `keep`). False when they are not enough.
+        Without a shared pool each sequence has its own `context_size` of cells: always room."""
+        if not self.unified:
+            return True
         free = self._free_cells()
         if spare is not None:
             free += len(spare.cached) - keep
@@ -441,7 +445,10 @@ class Engine:
         generating = self._generating()
         # Drafted tokens cost compute like generated ones: drafts fill the batch only up to
         # draft_max + 1 tokens of generation, so they help few sequences and leave many alone.
-        budget = min(self.config.draft_max + 1, self._free_cells()) - len(generating)
+        budget = self.config.draft_max + 1
+        if self.unified:
+            budget = min(budget, self._free_cells())
+        budget -= len(generating)
         # The next token of every sequence that is generating, with its drafts ...
         for job in self._active:
             job.batch_index = -1

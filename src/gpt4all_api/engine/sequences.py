@@ -28,14 +28,22 @@ class EngineConfig:
     threads: int = 2
     max_queue: int = 0  # 0: unbounded
     kv_cache_type: str = "q8_0"  # "f16" or "q8_0" (half the memory; needs flash attention)
-    kv_size: int = 0  # cells of the KV pool all sequences share; 0: see `pool_cells`
+    #: One KV pool shared by all sequences (llama.cpp's unified KV cache) instead of a fixed
+    #: `context_size` per sequence: more sequences in the same memory, but a sequence's cells
+    #: then sit wherever the pool had room, and the order attention sums them in (so the last
+    #: bits of the logits) depends on what else ran: greedy output is no longer the same
+    #: whatever the batching.
+    kv_unified: bool = False
+    kv_size: int = 0  # with kv_unified: the pool's cells; 0: see `pool_cells`
     prompt_lookup: bool = True  # draft tokens from the sequence's own context
     draft_max: int = 8  # most drafted tokens in one step (all sequences together)
 
     @property
     def pool_cells(self) -> int:
-        """The KV pool's size: `kv_size`, else room for eight sequences of `context_size` (or
-        for `parallel` of them, when fewer), as eight fixed slots had before the pool."""
+        """KV cells in all: `context_size` per sequence; with `kv_unified`, `kv_size`, else
+        room for eight sequences of `context_size` (or `parallel`, when fewer)."""
+        if not self.kv_unified:
+            return self.context_size * self.parallel
         return self.kv_size or self.context_size * min(self.parallel, 8)
 
 

@@ -242,7 +242,7 @@ class ModelRegistry:
             parallel=self.config.parallel,
             batch_size=self.config.batch_size,
             kv_cache_type=self.config.kv_cache_type,
-            kv_size=self.config.kv_size,
+            kv_size=self.config.pool_cells if self.config.kv_unified else 0,
         )
 
     def _plan(self, costs: LayerCosts, options: OffloadOptions, ours_free: bool) -> OffloadPlan:
