@@ -50,6 +50,9 @@ def serve(**flags: Any) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.ray:
+        _serve_on_ray(settings)
+        return
     try:
         app = create_app(settings)
     except RuntimeError as exc:
@@ -72,6 +75,19 @@ def serve(**flags: Any) -> None:
         access_log=False,  # the app writes its own access line (with request id and tokens)
         timeout_graceful_shutdown=settings.shutdown_grace,
     )
+
+
+def _serve_on_ray(settings: Settings) -> None:
+    """`serve --ray`: the same app as a Ray Serve deployment (docs/scale-out.md)."""
+    import threading
+
+    from .cluster.launch import serve_forever
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    click.echo(f"gpt4all-api on Ray Serve: http://{settings.host}:{settings.port}/v1", err=True)
+    serve_forever(settings, stop)
 
 
 main.add_command(models)

@@ -1,0 +1,81 @@
+"""`PrefixAffinityRouter`: Ray Serve's request-router extension point with the policy of
+`prefix.choose`. It runs in the process holding the DeploymentHandle (the ingress), reads the
+`RoutingKey` each call carries as its first argument, and learns which replica got which text
+when a request is routed.
+
+A replica's load is its ongoing requests as Ray's queue-length cache knows them, else the
+engine's own gauges (`waiting + running`) from the replica's `record_routing_stats`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
+
+from .keys import RoutingKey
+from .prefix import PrefixIndex, choose, ranked
+
+log = logging.getLogger(__name__)
+
+
+def key_of(request: PendingRequest | None) -> RoutingKey | None:
+    if request is None or not request.args or not isinstance(request.args[0], RoutingKey):
+        return None
+    return request.args[0]
+
+
+class PrefixAffinityRouter(RequestRouter):
+    def initialize_state(
+        self,
+        imbalance: float = 4,
+        block: int = 64,
+        capacity: int = 200_000,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.imbalance = imbalance
+        self.index = PrefixIndex(block=block, capacity=capacity)
+        self.rng = random.Random(seed)
+        self.matched = 0  # requests routed by a prefix match (for logs and tests)
+
+    def _load(self, replica: RunningReplica) -> float:
+        cached = self.replica_queue_len_cache.get(replica.replica_id)
+        if cached is not None:
+            return float(cached)
+        stats = replica.routing_stats or {}
+        return float(stats.get("waiting", 0)) + float(stats.get("running", 0))
+
+    async def choose_replicas(
+        self,
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
+        if not candidate_replicas:
+            return []
+        by_id = {r.replica_id: r for r in candidate_replicas}
+        key = key_of(pending_request)
+        loads = {rid: self._load(r) for rid, r in by_id.items()}
+        order, matched = choose(
+            self.index, key.text if key else None, loads, imbalance=self.imbalance, rng=self.rng
+        )
+        if matched:
+            self.matched += 1
+        return [[by_id[rid] for rid in rank] for rank in ranked(order, list(by_id))]
+
+    def on_request_routed(
+        self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any
+    ) -> None:
+        key = key_of(pending_request)
+        if key is not None and key.text:
+            self.index.add(replica_id, key.text)
+
+    def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
+        self.index.forget(replica_id)
+        super().on_replica_actor_died(replica_id)
+
+    def update_replicas(self, replicas: list[RunningReplica]) -> None:
+        self.index.keep_only({r.replica_id for r in replicas})
+        super().update_replicas(replicas)
