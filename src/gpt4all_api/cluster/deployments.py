@@ -115,7 +115,8 @@ class Ingress:
         scope["raw_path"] = path.encode()
         scope["root_path"] = ""
         scope["type"] = "http"
-        gen = self.engine.forward.remote(RoutingKey(text), scope, body)
+        key = RoutingKey(text, request.headers.get(REPLICA_HEADER))
+        gen = self.engine.forward.remote(key, scope, body)
         try:
             start = await gen.__anext__()
         except Exception as exc:

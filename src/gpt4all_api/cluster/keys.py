@@ -73,3 +73,5 @@ class RoutingKey:
     """The first argument of every call to an engine replica: what the router reads."""
 
     text: str | None = None
+    #: A replica asked for by name (`X-Gpt4all-Api-Replica`: per-replica /metrics, debugging).
+    replica: str | None = None

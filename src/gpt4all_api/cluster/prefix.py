@@ -89,6 +89,8 @@ def choose(
 
 
 def ranked(choice: Sequence[Hashable], everyone: Sequence[Hashable]) -> list[list[Hashable]]:
-    """Ray's ranks: the chosen replicas first, then the rest as a fallback."""
+    """Ray's ranks: the first choice alone (so the replica that gets the request is the one
+    the index records), then the other choices, then everyone else as a fallback."""
     rest = [r for r in everyone if r not in choice]
-    return [list(choice), rest] if rest else [list(choice)]
+    ranks = [[choice[0]], list(choice[1:]), rest]
+    return [rank for rank in ranks if rank]

@@ -1,7 +1,7 @@
 """`PrefixAffinityRouter`: Ray Serve's request-router extension point with the policy of
 `prefix.choose`. It runs in the process holding the DeploymentHandle (the ingress), reads the
 `RoutingKey` each call carries as its first argument, and learns which replica got which text
-when a request is routed.
+as it routes a request (and again where a request ran, when Ray reports it done).
 
 A replica's load is its ongoing requests as Ray's queue-length cache knows them, else the
 engine's own gauges (`waiting + running`) from the replica's `record_routing_stats`.
@@ -40,6 +40,7 @@ class PrefixAffinityRouter(RequestRouter):
         self.index = PrefixIndex(block=block, capacity=capacity)
         self.rng = random.Random(seed)
         self.matched = 0  # requests routed by a prefix match (for logs and tests)
+        self._texts: dict[str, tuple[ReplicaID, str]] = {}  # request -> (replica, text)
 
     def _load(self, replica: RunningReplica) -> float:
         cached = self.replica_queue_len_cache.get(replica.replica_id)
@@ -57,20 +58,34 @@ class PrefixAffinityRouter(RequestRouter):
             return []
         by_id = {r.replica_id: r for r in candidate_replicas}
         key = key_of(pending_request)
+        if key is not None and key.replica:
+            pinned = [r for rid, r in by_id.items() if rid.to_full_id_str() == key.replica]
+            if pinned:
+                return [pinned]
         loads = {rid: self._load(r) for rid, r in by_id.items()}
         order, matched = choose(
             self.index, key.text if key else None, loads, imbalance=self.imbalance, rng=self.rng
         )
         if matched:
             self.matched += 1
+        if key is not None and key.text:
+            # Recorded now, for the replica ranked first alone: the next turn may arrive before
+            # Ray reports this one done. Done requests are recorded again where they ran.
+            self.index.add(order[0], key.text)
+            if pending_request is not None:
+                self._texts[pending_request.metadata.internal_request_id] = (
+                    order[0],
+                    key.text,
+                )
+                while len(self._texts) > 10_000:  # requests never reported done
+                    del self._texts[next(iter(self._texts))]
         return [[by_id[rid] for rid in rank] for rank in ranked(order, list(by_id))]
 
-    def on_request_routed(
-        self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any
-    ) -> None:
-        key = key_of(pending_request)
-        if key is not None and key.text:
-            self.index.add(replica_id, key.text)
+    def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
+        chosen = self._texts.pop(internal_request_id, None)
+        if chosen is not None and chosen[0] != replica_id:
+            self.index.add(replica_id, chosen[1])
+        super().on_request_completed(replica_id, internal_request_id)
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         self.index.forget(replica_id)

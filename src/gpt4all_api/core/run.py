@@ -184,9 +184,7 @@ def _drop_oldest_turn(plan: Plan) -> Plan | None:
 
 def _build(state: ServerState, loaded: Loaded, plan: Plan) -> prompting.Prompt:
     s = state.settings
-    return prompting.build(
-        loaded, plan, s.prompt_template, s.reasoning_markers, s.reasoning_budget
-    )
+    return prompting.build(loaded, plan, s.prompt_template, s.reasoning_markers, s.reasoning_budget)
 
 
 def count_prompt(state: ServerState, loaded: Loaded, plan: Plan) -> int:
