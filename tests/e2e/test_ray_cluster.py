@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -222,6 +223,25 @@ def test_client_disconnect_frees_the_slot(cluster: str, http: httpx.Client) -> N
     while _gauge(_metrics_of(http, replica), "running_sequences") != 0:
         assert time.monotonic() < deadline, "the slot was not freed"
         time.sleep(0.5)
+
+
+def test_models_pull_reaches_every_node(cluster: str, tmp_path: Path, embedded_model: Path) -> None:
+    from click.testing import CliRunner
+
+    from fixtures.catalog_server import CatalogServer, fixture_files
+    from gpt4all_api.cli import main
+
+    upstream = CatalogServer(files=fixture_files(embedded_model), model=embedded_model).start()
+    try:
+        args = ["models", "--models-dir", str(tmp_path), "--catalog-url", upstream.catalog_url]
+        result = CliRunner().invoke(main, [*args, "pull", "smol-test.gguf", "--ray"])
+        assert result.exit_code == 0, result.output
+        assert result.output.count("downloaded:") == len(ray.nodes()) == 1
+        assert (tmp_path / "smol-test.gguf").stat().st_size == embedded_model.stat().st_size
+        again = CliRunner().invoke(main, [*args, "pull", "smol-test.gguf", "--ray"])
+        assert "already installed" in again.output
+    finally:
+        upstream.stop()
 
 
 def _engine_replicas() -> int:
