@@ -92,7 +92,8 @@ def _serve_on_ray(settings: Settings) -> None:
 
 @settings_options
 @main.command("bench-affinity")
-@click.option("--conversations", default=8, show_default=True, help="Conversations at once.")
+@click.option("--conversations", default=8, show_default=True, help="Conversations.")
+@click.option("--concurrency", default=2, show_default=True, help="Requests at once.")
 @click.option("--turns", default=4, show_default=True, help="Turns per conversation.")
 @click.option("--history-tokens", default=1500, show_default=True, help="First-turn history.")
 @click.option("--max-tokens", default=16, show_default=True, help="max_tokens of every turn.")
@@ -100,7 +101,13 @@ def _serve_on_ray(settings: Settings) -> None:
     "--routers", default="prefix,pow2", show_default=True, help="Routers to compare, in order."
 )
 def bench_affinity(
-    conversations: int, turns: int, history_tokens: int, max_tokens: int, routers: str, **flags: Any
+    conversations: int,
+    concurrency: int,
+    turns: int,
+    history_tokens: int,
+    max_tokens: int,
+    routers: str,
+    **flags: Any,
 ) -> None:
     """Prefix-affinity routing against Ray's default router on a Ray cluster: the share of later
     turns that reuse their KV cache and their time to first token (docs/scale-out.md).
@@ -114,6 +121,7 @@ def bench_affinity(
         settings,
         tuple(r.strip() for r in routers.split(",") if r.strip()),
         conversations=conversations,
+        concurrency=concurrency,
         turns=turns,
         history_tokens=history_tokens,
         max_tokens=max_tokens,

@@ -1,8 +1,9 @@
 """`gpt4all-api bench-affinity`: does prefix-affinity routing pay on a Ray cluster?
 
 Deploys the app on Ray Serve once per router (`prefix`, then Ray's default power of two
-choices, `pow2`), and each time runs `conversations` conversations at once, `turns` turns each,
-whose first turn carries a history of about `history_tokens` tokens. For turns 2 and later it
+choices, `pow2`), and each time runs `conversations` conversations of `turns` turns each, in
+rounds (`concurrency` requests at a time), whose first turn carries a history of about
+`history_tokens` tokens. For turns 2 and later it
 counts the turns that found their conversation's prefix in the KV cache of the replica they
 reached (`cached_tokens` at least half the prompt) and the p50 time to first token.
 """
@@ -48,21 +49,19 @@ class AffinityResult:
         return percentile([t for r in recs if (t := r.ttft) is not None], 50)
 
 
-async def conversation(
-    base_url: str, model: str | None, turns: int, history_tokens: int, max_tokens: int
-) -> list[RequestRecord]:
-    messages = history_messages(uuid.uuid4().hex[:12], history_tokens)
-    out = []
-    async with new_client(1) as client:
-        for turn in range(turns):
-            record = await stream_chat(client, base_url, model, messages, max_tokens)
-            out.append(record)
-            messages = [
-                *messages,
-                {"role": "assistant", "content": record.text or "ok"},
-                {"role": "user", "content": f"Thank you. Question {turn + 2}: what next?"},
-            ]
-    return out
+@dataclass
+class Conversation:
+    messages: list[dict[str, str]]
+    records: list[RequestRecord] = field(default_factory=list)
+
+    def advance(self, record: RequestRecord) -> None:
+        self.records.append(record)
+        turn = len(self.records)
+        self.messages = [
+            *self.messages,
+            {"role": "assistant", "content": record.text or "ok"},
+            {"role": "user", "content": f"Thank you. Question {turn + 1}: what next?"},
+        ]
 
 
 async def run_conversations(
@@ -74,17 +73,29 @@ async def run_conversations(
     turns: int = 4,
     history_tokens: int = 1500,
     max_tokens: int = 16,
+    concurrency: int = 2,
 ) -> AffinityResult:
-    runs = await asyncio.gather(
-        *(
-            conversation(base_url, model, turns, history_tokens, max_tokens)
-            for _ in range(conversations)
-        )
-    )
+    """Turns go in rounds: every conversation's turn 1, then every one's turn 2, ..., at most
+    `concurrency` requests at once, so other conversations run on the replicas between two
+    turns of one conversation, as with many users."""
+    convs = [
+        Conversation(history_messages(uuid.uuid4().hex[:12], history_tokens))
+        for _ in range(conversations)
+    ]
+    gate = asyncio.Semaphore(concurrency)
+    async with new_client(concurrency) as client:
+
+        async def turn(conv: Conversation) -> None:
+            async with gate:
+                conv.advance(await stream_chat(client, base_url, model, conv.messages, max_tokens))
+
+        for n in range(turns):
+            log.info("routing %s: round %d of %d", routing, n + 1, turns)
+            await asyncio.gather(*(turn(c) for c in convs))
     result = AffinityResult(routing)
-    for records in runs:
-        result.first.append(records[0])
-        result.later.extend(records[1:])
+    for conv in convs:
+        result.first.append(conv.records[0])
+        result.later.extend(conv.records[1:])
     return result
 
 

@@ -51,6 +51,10 @@ class PrefixIndex:
             n += 1
         return min(n * self.block, len(text))
 
+    def held(self, replica: Hashable) -> int:
+        """Blocks the replica holds."""
+        return len(self._held.get(replica, ()))
+
     def forget(self, replica: Hashable) -> None:
         self._held.pop(replica, None)
 
@@ -59,10 +63,13 @@ class PrefixIndex:
             del self._held[r]
 
 
-def power_of_two(loads: Mapping[Hashable, float], rng: random.Random) -> list[Hashable]:
-    """Two replicas picked at random, the less loaded first."""
+def power_of_two(
+    loads: Mapping[Hashable, float], rng: random.Random, index: PrefixIndex | None = None
+) -> list[Hashable]:
+    """Two replicas picked at random, the less loaded first; between equally loaded ones, the
+    one holding fewer prefixes (so new conversations spread over the caches)."""
     picked = rng.sample(list(loads), min(2, len(loads)))
-    return sorted(picked, key=lambda r: loads[r])
+    return sorted(picked, key=lambda r: (loads[r], index.held(r) if index else 0))
 
 
 def choose(
@@ -85,7 +92,7 @@ def choose(
         if best > 0:
             winners = sorted((r for r in fit if matches[r] == best), key=lambda r: loads[r])
             return winners, best
-    return power_of_two(loads, rng), 0
+    return power_of_two(loads, rng, index), 0
 
 
 def ranked(choice: Sequence[Hashable], everyone: Sequence[Hashable]) -> list[list[Hashable]]:
