@@ -46,7 +46,9 @@ class Engine:
     async def __init__(self, values: dict[str, Any]):
         from ..app import create_app
 
-        self.app = create_app(Settings(**values))
+        settings = Settings(**values)
+        logging.getLogger("gpt4all_api").setLevel(settings.log_level.upper())
+        self.app = create_app(settings)
         self.state = self.app.state.server
         self._life = self.app.router.lifespan_context(self.app)
         await self._life.__aenter__()

@@ -28,6 +28,13 @@ def key_of(request: PendingRequest | None) -> RoutingKey | None:
 
 
 class PrefixAffinityRouter(RequestRouter):
+    # Ray probes the chosen replica's queue length before sending, and passes over a replica
+    # that does not answer in time. A replica busy prefilling on a loaded machine can take
+    # longer than Ray's default 0.1 s to answer, and a pass-over sends the next turn to a cold
+    # cache: wait longer for the replica the prefix chose.
+    queue_len_response_deadline_s = 1.0
+    max_queue_len_response_deadline_s = 5.0
+
     def initialize_state(
         self,
         imbalance: float = 4,
