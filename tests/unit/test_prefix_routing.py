@@ -68,3 +68,26 @@ def test_capacity_forgets_the_least_recently_used_blocks_and_ranks() -> None:
     assert index.match("a", "newer text") == 0
     assert ranked(["b", "a"], ["a", "b", "c"]) == [["b"], ["a"], ["c"]]
     assert ranked(["a"], ["a"]) == [["a"]]
+
+
+def test_engine_options_from_settings() -> None:
+    import pytest
+
+    pytest.importorskip("ray.serve")
+    from gpt4all_api.cluster.deployments import engine_options
+    from gpt4all_api.cluster.router import PrefixAffinityRouter
+    from gpt4all_api.settings import Settings
+
+    fixed = engine_options(Settings(min_replicas=2, max_replicas=2, parallel=4, max_queue=8))
+    assert fixed["num_replicas"] == 2 and fixed["max_ongoing_requests"] == 12
+    router = fixed["request_router_config"].request_router_class
+    assert router == f"{PrefixAffinityRouter.__module__}.PrefixAffinityRouter"
+    scaled = engine_options(
+        Settings(min_replicas=1, max_replicas=4, target_ongoing_requests=3, routing="pow2")
+    )
+    assert scaled["autoscaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 4,
+        "target_ongoing_requests": 3,
+    }
+    assert "request_router_config" not in scaled and "num_replicas" not in scaled

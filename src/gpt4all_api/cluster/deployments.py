@@ -184,36 +184,36 @@ def _stream_error(dialect: str, path: str, content_type: str) -> bytes:
     return f"data: {json.dumps(error_body(err, 'openai'))}\n\ndata: [DONE]\n\n".encode()
 
 
-def build_app(settings: Settings) -> serve.Application:
-    """The Serve application for these settings (`serve.run(build_app(s))`)."""
-    values = settings.model_dump()
+def engine_options(settings: Settings) -> dict[str, Any]:
+    """The engine deployment's Serve options: replicas or autoscaling bounds, CPUs, router."""
     queue = settings.max_queue or 1000
-    scaling: dict[str, Any]
+    options: dict[str, Any] = {
+        "max_ongoing_requests": settings.parallel + queue,
+        "ray_actor_options": {"num_cpus": settings.replica_cpus},
+        "health_check_period_s": 2,
+    }
     if settings.min_replicas == settings.max_replicas:
-        scaling = {"num_replicas": settings.min_replicas}
+        options["num_replicas"] = settings.min_replicas
     else:
-        scaling = {
-            "autoscaling_config": {
-                "min_replicas": settings.min_replicas,
-                "max_replicas": settings.max_replicas,
-                "target_ongoing_requests": settings.target_ongoing_requests,
-            }
+        options["autoscaling_config"] = {
+            "min_replicas": settings.min_replicas,
+            "max_replicas": settings.max_replicas,
+            "target_ongoing_requests": settings.target_ongoing_requests,
         }
-    router: dict[str, Any] = {}
     if settings.routing == "prefix":
-        router["request_router_config"] = RequestRouterConfig(
+        options["request_router_config"] = RequestRouterConfig(
             request_router_class=PrefixAffinityRouter,
             request_router_kwargs={"imbalance": settings.imbalance_threshold},
             request_routing_stats_period_s=1,
             request_routing_stats_timeout_s=5,
         )
-    engine = serve.deployment(Engine, name="Engine").options(
-        max_ongoing_requests=settings.parallel + queue,
-        ray_actor_options={"num_cpus": settings.replica_cpus},
-        health_check_period_s=2,
-        **scaling,
-        **router,
-    )
+    return options
+
+
+def build_app(settings: Settings) -> serve.Application:
+    """The Serve application for these settings (`serve.run(build_app(s))`)."""
+    values = settings.model_dump()
+    engine = serve.deployment(Engine, name="Engine").options(**engine_options(settings))
     ingress = serve.deployment(Ingress, name="Ingress").options(
         num_replicas=1, max_ongoing_requests=10_000, ray_actor_options={"num_cpus": 0}
     )
