@@ -86,7 +86,7 @@ class PrefixAffinityRouter(RequestRouter):
                 )
                 while len(self._texts) > 10_000:  # requests never reported done
                     del self._texts[next(iter(self._texts))]
-        return [[by_id[rid] for rid in rank] for rank in ranked(order, list(by_id))]
+        return [[by_id[rid] for rid in rank] for rank in ranked(order, list(by_id), matched > 0)]
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         chosen = self._texts.pop(internal_request_id, None)
