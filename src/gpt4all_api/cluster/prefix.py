@@ -92,7 +92,7 @@ def choose(
         if best > 0:
             winners = sorted((r for r in fit if matches[r] == best), key=lambda r: loads[r])
             return winners, best
-    return power_of_two(loads, rng, index), 0
+    return power_of_two(loads, rng, index if text else None), 0
 
 
 def ranked(

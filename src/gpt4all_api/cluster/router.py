@@ -1,7 +1,8 @@
 """`PrefixAffinityRouter`: Ray Serve's request-router extension point with the policy of
 `prefix.choose`. It runs in the process holding the DeploymentHandle (the ingress), reads the
-`RoutingKey` each call carries as its first argument, and learns which replica got which text
-as it routes a request (and again where a request ran, when Ray reports it done).
+`RoutingKey` each call carries as its first argument, and learns which replica got which text:
+a prefix match is sent to its replica alone, so it is recorded as it is chosen; a new prefix is
+recorded where Ray reports it sent (or ran) it.
 
 A replica's load is its ongoing requests as Ray's queue-length cache knows them, else the
 engine's own gauges (`waiting + running`) from the replica's `record_routing_stats`.
@@ -47,7 +48,7 @@ class PrefixAffinityRouter(RequestRouter):
         self.index = PrefixIndex(block=block, capacity=capacity)
         self.rng = random.Random(seed)
         self.matched = 0  # requests routed by a prefix match (for logs and tests)
-        self._texts: dict[str, tuple[ReplicaID, str]] = {}  # request -> (replica, text)
+        self._texts: dict[str, str] = {}  # new prefixes, by request, until Ray says where
 
     def _load(self, replica: RunningReplica) -> float:
         cached = self.replica_queue_len_cache.get(replica.replica_id)
@@ -76,22 +77,25 @@ class PrefixAffinityRouter(RequestRouter):
         if matched:
             self.matched += 1
         if key is not None and key.text:
-            # Recorded now, for the replica ranked first alone: the next turn may arrive before
-            # Ray reports this one done. Done requests are recorded again where they ran.
-            self.index.add(order[0], key.text)
-            if pending_request is not None:
-                self._texts[pending_request.metadata.internal_request_id] = (
-                    order[0],
-                    key.text,
-                )
-                while len(self._texts) > 10_000:  # requests never reported done
+            if matched:  # the only rank: this replica gets it (unless it dies)
+                self.index.add(order[0], key.text)
+            elif pending_request is not None:  # recorded where Ray sends it
+                self._texts[pending_request.metadata.internal_request_id] = key.text
+                while len(self._texts) > 10_000:  # requests never reported
                     del self._texts[next(iter(self._texts))]
         return [[by_id[rid] for rid in rank] for rank in ranked(order, list(by_id), matched > 0)]
 
+    def on_request_routed(
+        self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any
+    ) -> None:
+        text = self._texts.get(pending_request.metadata.internal_request_id)
+        if text is not None:
+            self.index.add(replica_id, text)
+
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
-        chosen = self._texts.pop(internal_request_id, None)
-        if chosen is not None and chosen[0] != replica_id:
-            self.index.add(replica_id, chosen[1])
+        text = self._texts.pop(internal_request_id, None)
+        if text is not None:
+            self.index.add(replica_id, text)
         super().on_request_completed(replica_id, internal_request_id)
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
