@@ -48,6 +48,16 @@ def test_the_longest_prefix_wins_unless_it_is_much_busier() -> None:
     assert order[0] == "b"  # too busy: the other one
 
 
+def test_short_messages_match_whole() -> None:
+    index = PrefixIndex(block=64)
+    first = chat([{"role": "user", "content": "Say hi."}])
+    assert first is not None and len(first) < 64
+    index.add("a", first)
+    later = chat([{"role": "user", "content": "Say hi."}, {"role": "user", "content": "Again."}])
+    assert later is not None and index.match("a", later) == len(first)
+    assert index.match("b", later) == 0
+
+
 def test_no_match_falls_back_to_the_less_loaded_of_two() -> None:
     index = PrefixIndex(block=8)
     rng = random.Random(1)

@@ -1,7 +1,8 @@
 """Prefix affinity: which replica's recent prompts share the longest prefix with a new one.
 
-Each routing text is cut into blocks of `block` characters; block i is known by a hash chained
-over blocks 0..i, so a replica "holds" a prefix of n blocks when it holds the hash of block n-1.
+Each routing text is cut into blocks of at most `block` characters (restarting at each message);
+block i is known by a hash chained over blocks 0..i, so a replica "holds" a prefix of n blocks
+when it holds the hash of block n-1.
 A replica keeps the hashes of the texts recently routed to it (least recently used dropped past
 `capacity` blocks), roughly what its KV cache still holds. A lookup costs one hash per block.
 
@@ -17,12 +18,20 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .keys import SEP
 
-def block_hashes(text: str, block: int) -> Iterator[int]:
-    h = 0
-    for i in range(0, len(text), block):
-        h = hash((h, text[i : i + block]))
-        yield h
+
+def block_hashes(text: str, block: int) -> Iterator[tuple[int, int]]:
+    """(chained hash, end offset) of each block. Blocks restart at every message separator, so
+    a text that extends another by whole messages shares all of its blocks, short ones too."""
+    h, pos = 0, 0
+    for segment in text.split(SEP):
+        for i in range(0, max(len(segment), 1), block):
+            piece = segment[i : i + block]
+            h = hash((h, piece))
+            pos += len(piece)
+            yield h, pos
+        pos += len(SEP)
 
 
 @dataclass
@@ -33,7 +42,7 @@ class PrefixIndex:
 
     def add(self, replica: Hashable, text: str) -> None:
         held = self._held.setdefault(replica, OrderedDict())
-        for h in block_hashes(text, self.block):
+        for h, _ in block_hashes(text, self.block):
             held[h] = None
             held.move_to_end(h)
         while len(held) > self.capacity:
@@ -44,12 +53,12 @@ class PrefixIndex:
         held = self._held.get(replica)
         if not held:
             return 0
-        n = 0
-        for h in block_hashes(text, self.block):
+        matched = 0
+        for h, end in block_hashes(text, self.block):
             if h not in held:
                 break
-            n += 1
-        return min(n * self.block, len(text))
+            matched = end
+        return matched
 
     def held(self, replica: Hashable) -> int:
         """Blocks the replica holds."""
