@@ -84,8 +84,6 @@ def _serve_on_ray(settings: Settings) -> None:
     from .cluster.launch import serve_forever
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     click.echo(f"gpt4all-api on Ray Serve: http://{settings.host}:{settings.port}/v1", err=True)
     serve_forever(settings, stop)
 

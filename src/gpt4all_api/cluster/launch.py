@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 
 from ..settings import Settings
@@ -39,13 +40,16 @@ def deploy(settings: Settings) -> None:
 
 
 def serve_forever(settings: Settings, stop: threading.Event) -> None:
-    """`gpt4all-api serve --ray`: deploy, then wait for `stop`; shut Serve (and a Ray this
-    process started) down at the end."""
+    """`gpt4all-api serve --ray`: deploy, then wait for `stop` (set by SIGTERM or SIGINT);
+    shut Serve (and a Ray this process started) down at the end."""
     import ray
     from ray import serve
 
     started_here = not settings.ray_address
     connect(settings)
+    # after ray.init, which installs a SIGTERM handler of its own that exits at once
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         deploy(settings)
         log.info("gpt4all-api on Ray Serve: http://%s:%s/v1", settings.host, settings.port)
