@@ -76,9 +76,8 @@ def test_capacity_forgets_the_least_recently_used_blocks_and_ranks() -> None:
     assert index.match("a", "x" * 4 + "old!" * 20) == 0
     index.forget("a")
     assert index.match("a", "newer text") == 0
-    assert ranked(["b", "a"], ["a", "b", "c"], False) == [["b"], ["a"], ["c"]]
-    assert ranked(["a"], ["a"], False) == [["a"]]
-    assert ranked(["b", "a"], ["a", "b", "c"], True) == [["b"]]
+    assert ranked(["b", "a"], ["a", "b", "c"]) == [["b"], ["a"], ["c"]]
+    assert ranked(["a"], ["a"]) == [["a"]]
 
 
 def test_engine_options_from_settings() -> None:

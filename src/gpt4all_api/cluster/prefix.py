@@ -104,16 +104,9 @@ def choose(
     return power_of_two(loads, rng, index if text else None), 0
 
 
-def ranked(
-    choice: Sequence[Hashable], everyone: Sequence[Hashable], matched: bool
-) -> list[list[Hashable]]:
-    """Ray's ranks. A prefix match is the only rank: Ray then waits for that replica (it passes
-    over a replica slow to report its queue length, which on a loaded machine would send the
-    turn to a cold cache; a dead replica leaves the candidates, and the next choice is made
-    without it). Otherwise the first choice alone (so the replica that gets the request is the
-    one the index records), then the other, then everyone else."""
-    if matched:
-        return [[choice[0]]]
+def ranked(choice: Sequence[Hashable], everyone: Sequence[Hashable]) -> list[list[Hashable]]:
+    """Ray's ranks: the first choice alone, then the other choices, then everyone else as a
+    fallback (Ray passes over a replica that is slow to report its queue length)."""
     rest = [r for r in everyone if r not in choice]
     ranks = [[choice[0]], list(choice[1:]), rest]
     return [rank for rank in ranks if rank]

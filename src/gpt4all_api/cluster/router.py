@@ -1,8 +1,7 @@
 """`PrefixAffinityRouter`: Ray Serve's request-router extension point with the policy of
 `prefix.choose`. It runs in the process holding the DeploymentHandle (the ingress), reads the
-`RoutingKey` each call carries as its first argument, and learns which replica got which text:
-a prefix match is sent to its replica alone, so it is recorded as it is chosen; a new prefix is
-recorded where Ray reports it sent (or ran) it.
+`RoutingKey` each call carries as its first argument, and records each text for the replica
+Ray reports it sent (or ran) it on.
 
 A replica's load is its ongoing requests as Ray's queue-length cache knows them, else the
 engine's own gauges (`waiting + running`) from the replica's `record_routing_stats`.
@@ -76,14 +75,12 @@ class PrefixAffinityRouter(RequestRouter):
         )
         if matched:
             self.matched += 1
-        if key is not None and key.text:
-            if matched:  # the only rank: this replica gets it (unless it dies)
-                self.index.add(order[0], key.text)
-            elif pending_request is not None:  # recorded where Ray sends it
-                self._texts[pending_request.metadata.internal_request_id] = key.text
-                while len(self._texts) > 10_000:  # requests never reported
-                    del self._texts[next(iter(self._texts))]
-        return [[by_id[rid] for rid in rank] for rank in ranked(order, list(by_id), matched > 0)]
+        if key is not None and key.text and pending_request is not None:
+            # recorded for the replica Ray reports it sent the request to
+            self._texts[pending_request.metadata.internal_request_id] = key.text
+            while len(self._texts) > 10_000:  # requests never reported
+                del self._texts[next(iter(self._texts))]
+        return [[by_id[rid] for rid in rank] for rank in ranked(order, list(by_id))]
 
     def on_request_routed(
         self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any
