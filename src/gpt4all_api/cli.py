@@ -53,6 +53,9 @@ def serve(**flags: Any) -> None:
     logging.getLogger(__name__).debug(
         "OpenMP wait policy: %s", cli_threads.applied or "as inherited from the environment"
     )
+    if settings.ray:
+        _serve_on_ray(settings)
+        return
     try:
         app = create_app(settings)
     except RuntimeError as exc:
@@ -75,6 +78,56 @@ def serve(**flags: Any) -> None:
         access_log=False,  # the app writes its own access line (with request id and tokens)
         timeout_graceful_shutdown=settings.shutdown_grace,
     )
+
+
+def _serve_on_ray(settings: Settings) -> None:
+    """`serve --ray`: the same app as a Ray Serve deployment (docs/scale-out.md)."""
+    import threading
+
+    from .cluster.launch import serve_forever
+
+    stop = threading.Event()
+    click.echo(f"gpt4all-api on Ray Serve: http://{settings.host}:{settings.port}/v1", err=True)
+    serve_forever(settings, stop)
+
+
+@settings_options
+@main.command("bench-affinity")
+@click.option("--conversations", default=8, show_default=True, help="Conversations.")
+@click.option("--concurrency", default=2, show_default=True, help="Requests at once.")
+@click.option("--turns", default=4, show_default=True, help="Turns per conversation.")
+@click.option("--history-tokens", default=1500, show_default=True, help="First-turn history.")
+@click.option("--max-tokens", default=16, show_default=True, help="max_tokens of every turn.")
+@click.option(
+    "--routers", default="prefix,pow2", show_default=True, help="Routers to compare, in order."
+)
+def bench_affinity(
+    conversations: int,
+    concurrency: int,
+    turns: int,
+    history_tokens: int,
+    max_tokens: int,
+    routers: str,
+    **flags: Any,
+) -> None:
+    """Prefix-affinity routing against Ray's default router on a Ray cluster: the share of later
+    turns that reuse their KV cache and their time to first token (docs/scale-out.md).
+
+    The server settings (--min-replicas, --threads, ...) say how each deployment is made."""
+    from .bench.affinity import measure, table
+
+    settings = settings_from_flags(flags)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    results = measure(
+        settings,
+        tuple(r.strip() for r in routers.split(",") if r.strip()),
+        conversations=conversations,
+        concurrency=concurrency,
+        turns=turns,
+        history_tokens=history_tokens,
+        max_tokens=max_tokens,
+    )
+    click.echo(table(results))
 
 
 main.add_command(models)

@@ -98,11 +98,27 @@ def _entry(obj: Ctx, name: str) -> CatalogEntry:
 
 @models.command()
 @click.argument("name")
+@click.option(
+    "--ray",
+    "on_ray",
+    is_flag=True,
+    help="Pull into the models folder of every node of the Ray cluster (GPT4ALL_API_RAY_ADDRESS; "
+    "default: a local Ray).",
+)
 @click.pass_obj
-def pull(obj: Ctx, name: str) -> None:
+def pull(obj: Ctx, name: str, on_ray: bool) -> None:
     """Download NAME (catalog name or file name), verified; resumes an interrupted pull."""
     entry = _entry(obj, name)
     models_dir = obj.settings.models_dir
+    if on_ray:
+        from .cluster.pull import pull_on_every_node
+
+        try:
+            for node, outcome in pull_on_every_node(obj.settings, entry):
+                click.echo(f"{node}: {outcome}")
+        except Exception as exc:
+            raise click.ClickException(f"the pull failed on a node: {exc}") from None
+        return
     if (models_dir / entry.filename).is_file():
         click.echo(f"{entry.filename} is already installed in {models_dir}")
         return

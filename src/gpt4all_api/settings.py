@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -276,6 +276,60 @@ class Settings(BaseSettings):
         description="Seconds a stored response is kept (0: no limit).",
     )
 
+    database_url: str | None = Field(
+        None,
+        validation_alias=_env("database_url"),
+        description="PostgreSQL URL (postgresql://...) for stored responses, so that every "
+        "replica of a cluster sees them; none: SQLite in data_dir.",
+    )
+
+    # -- scale-out on Ray Serve (docs/scale-out.md) ------------------------------------------
+    ray: bool = Field(
+        False,
+        validation_alias=_env("ray"),
+        description="Serve as a Ray Serve application: engine replicas behind one endpoint, "
+        "routed by prompt prefix.",
+    )
+    ray_address: str | None = Field(
+        None,
+        validation_alias=_env("ray_address"),
+        description="Ray cluster to join (e.g. 10.0.0.1:6379; default: a local one on loopback).",
+    )
+    min_replicas: int = Field(
+        1, ge=1, validation_alias=_env("min_replicas"), description="Fewest engine replicas."
+    )
+    max_replicas: int = Field(
+        1,
+        ge=1,
+        validation_alias=_env("max_replicas"),
+        description="Most engine replicas (autoscaled between the two on ongoing requests).",
+    )
+    target_ongoing_requests: float = Field(
+        4.0,
+        gt=0,
+        validation_alias=_env("target_ongoing_requests"),
+        description="Ongoing requests per replica the autoscaler aims for.",
+    )
+    replica_cpus: float = Field(
+        1.0,
+        ge=0,
+        validation_alias=_env("replica_cpus"),
+        description="CPUs Ray reserves for each engine replica.",
+    )
+    routing: Literal["prefix", "pow2"] = Field(
+        "prefix",
+        validation_alias=_env("routing"),
+        description="How requests pick a replica: prefix (the longest shared prompt prefix) "
+        "or pow2 (Ray's default, power of two choices).",
+    )
+    imbalance_threshold: float = Field(
+        4.0,
+        ge=0,
+        validation_alias=_env("imbalance_threshold"),
+        description="Prefix routing gives way to the least loaded replica when the matching "
+        "one has this many more ongoing requests.",
+    )
+
     # -- LocalDocs: files and vector stores -------------------------------------------------
     max_file_size: int = Field(
         64 * 1024 * 1024,
@@ -410,6 +464,14 @@ class Settings(BaseSettings):
             return [p.strip() for v in value for p in str(v).split(",") if p.strip()]
         return value
 
+    @field_validator("max_replicas")
+    @classmethod
+    def _replica_bounds(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_replicas")
+        if low is not None and value < low:
+            raise ValueError(f"max_replicas ({value}) is below min_replicas ({low})")
+        return value
+
     @field_validator("reasoning_tags")
     @classmethod
     def _tag_pair(cls, value: str | None) -> str | None:
@@ -446,7 +508,9 @@ class Settings(BaseSettings):
             return Path(value).expanduser()
         return value
 
-    @field_validator("default_model", "embedding_model", mode="before")
+    @field_validator(
+        "default_model", "embedding_model", "database_url", "ray_address", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -13,6 +13,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .dialects.responses.store import ResponseStore
+    from .dialects.responses.store_pg import PostgresResponseStore
     from .localdocs.service import LocalDocs
 
 
@@ -25,5 +26,5 @@ class ServerState:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
     downloads: DownloadManager | None = None
-    responses: ResponseStore | None = None  # opened on first use
+    responses: ResponseStore | PostgresResponseStore | None = None  # opened on first use
     localdocs: LocalDocs | None = None  # files and vector stores (database opened on first use)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -22,18 +22,28 @@ from .protocol import ResponsesRequest
 from .store import ResponseStore
 from .translate import Translated, translate
 
+if TYPE_CHECKING:
+    from .store_pg import PostgresResponseStore
+
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-def _store(state: ServerState) -> ResponseStore:
+def _store(state: ServerState) -> ResponseStore | PostgresResponseStore:
     if state.responses is None:
         s = state.settings
-        state.responses = ResponseStore(
-            s.data_dir / "responses.sqlite3",
-            max_count=s.responses_max_stored,
-            max_age=s.responses_max_age,
-        )
+        if s.database_url:
+            from .store_pg import PostgresResponseStore
+
+            state.responses = PostgresResponseStore(
+                s.database_url, max_count=s.responses_max_stored, max_age=s.responses_max_age
+            )
+        else:
+            state.responses = ResponseStore(
+                s.data_dir / "responses.sqlite3",
+                max_count=s.responses_max_stored,
+                max_age=s.responses_max_age,
+            )
     return state.responses
 
 
