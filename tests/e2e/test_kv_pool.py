@@ -189,11 +189,29 @@ def test_greedy_answers_are_the_same_with_and_without_prompt_lookup(server: Serv
     with_lookup = run(True)
     mismatched = [i for i, (a, b) in enumerate(zip(without, with_lookup, strict=True)) if a != b]
     assert not mismatched, [(without[i], with_lookup[i]) for i in mismatched[:3]]
+    assert metric(server, "draft_tokens") > drafted  # drafting was on
+    assert metric(server, "draft_accepted_tokens") > accepted
+
+
+def test_an_answer_that_copies_its_prompt_is_mostly_drafted(server: ServerProcess) -> None:
+    items = "\n".join(f"{n + 1}. {w}" for n, w in enumerate(WORDS[:20]))
+    # the model's own chat format, with the answer begun: it goes on copying the list
+    prompt = (
+        f"<|im_start|>user\nCopy this shopping list exactly:\n{items}<|im_end|>\n"
+        f"<|im_start|>assistant\n{items}<|im_end|>\n"
+        "<|im_start|>user\nOnce more, exactly the same.<|im_end|>\n"
+        f"<|im_start|>assistant\n1. {WORDS[0]}\n"
+    )
+    drafted, accepted = metric(server, "draft_tokens"), metric(server, "draft_accepted_tokens")
+    oai = client(server)
+    kw: dict[str, Any] = {"model": EMBEDDED, "prompt": prompt, "max_tokens": 80, "temperature": 0}
+    on = oai.completions.create(**kw).choices[0].text
     new_drafts = metric(server, "draft_tokens") - drafted
     new_accepted = metric(server, "draft_accepted_tokens") - accepted
-    assert new_drafts > 0 and new_accepted > 0.5 * new_drafts  # the quoted lists are guessed
-    # and the answers did quote their lists
-    assert sum(a.startswith("1. ") for a in with_lookup[:40]) >= 20
+    off = oai.completions.create(**kw, extra_body={"prompt_lookup": False}).choices[0].text
+    assert on == off
+    assert on.startswith(f"2. {WORDS[1]}\n3. {WORDS[2]}")  # it does copy the list
+    assert new_accepted >= 40 and new_accepted >= 0.7 * new_drafts
 
 
 def test_seeded_sampled_answers_are_the_same_with_and_without_prompt_lookup(

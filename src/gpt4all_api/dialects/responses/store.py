@@ -45,7 +45,26 @@ def turns_from_json(text: str) -> tuple[Turn, ...]:
     return tuple(out)
 
 
-class ResponseStore:
+class StoredRows:
+    """What a stored response is read as, from a store's `_row(id, column)` (JSON text)."""
+
+    def _row(self, response_id: str, column: str) -> str | None:
+        raise NotImplementedError
+
+    def get(self, response_id: str) -> dict[str, Any] | None:
+        text = self._row(response_id, "response")
+        return json.loads(text) if text is not None else None
+
+    def input_items(self, response_id: str) -> list[dict[str, Any]] | None:
+        text = self._row(response_id, "input_items")
+        return json.loads(text) if text is not None else None
+
+    def turns(self, response_id: str) -> tuple[Turn, ...] | None:
+        text = self._row(response_id, "turns")
+        return turns_from_json(text) if text is not None else None
+
+
+class ResponseStore(StoredRows):
     """Thread-safe; every call is short and meant for `asyncio.to_thread`."""
 
     def __init__(self, path: Path, *, max_count: int, max_age: float):
@@ -102,18 +121,6 @@ class ResponseStore:
             )
             row = cur.fetchone()
         return row[0] if row else None
-
-    def get(self, response_id: str) -> dict[str, Any] | None:
-        text = self._row(response_id, "response")
-        return json.loads(text) if text is not None else None
-
-    def input_items(self, response_id: str) -> list[dict[str, Any]] | None:
-        text = self._row(response_id, "input_items")
-        return json.loads(text) if text is not None else None
-
-    def turns(self, response_id: str) -> tuple[Turn, ...] | None:
-        text = self._row(response_id, "turns")
-        return turns_from_json(text) if text is not None else None
 
     def delete(self, response_id: str) -> bool:
         with self._lock:

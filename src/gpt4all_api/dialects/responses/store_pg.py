@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from ...core.plan import Turn
-from .store import turns_from_json, turns_to_json
+from .store import StoredRows, turns_to_json
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gpt4all_api_responses (
@@ -28,7 +28,7 @@ CREATE INDEX IF NOT EXISTS gpt4all_api_responses_created
 _COLUMNS = {"response", "input_items", "turns"}
 
 
-class PostgresResponseStore:
+class PostgresResponseStore(StoredRows):
     def __init__(self, url: str, *, max_count: int, max_age: float):
         self.url = url
         self.max_count = max_count
@@ -90,18 +90,6 @@ class PostgresResponseStore:
                 .fetchone()
             )
         return row[0] if row else None
-
-    def get(self, response_id: str) -> dict[str, Any] | None:
-        text = self._row(response_id, "response")
-        return json.loads(text) if text is not None else None
-
-    def input_items(self, response_id: str) -> list[dict[str, Any]] | None:
-        text = self._row(response_id, "input_items")
-        return json.loads(text) if text is not None else None
-
-    def turns(self, response_id: str) -> tuple[Turn, ...] | None:
-        text = self._row(response_id, "turns")
-        return turns_from_json(text) if text is not None else None
 
     def delete(self, response_id: str) -> bool:
         with self._lock:
