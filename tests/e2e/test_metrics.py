@@ -62,8 +62,8 @@ def test_metrics_after_generation(server: ServerProcess) -> None:
     model = {"model": EMBEDDED}
     assert value(after, "gpt4all_api_loaded_models") >= 1
     assert value(after, "gpt4all_api_model_loaded", **model) == 1
-    assert value(after, "gpt4all_api_slots", **model) == 8
-    assert value(after, "gpt4all_api_kv_cache_capacity_tokens", **model) == 8 * 2048
+    assert value(after, "gpt4all_api_slots", **model) == 16
+    assert value(after, "gpt4all_api_kv_cache_capacity_tokens", **model) == 16 * 2048
     assert value(after, "gpt4all_api_kv_cache_tokens", **model) > 0
     assert 0 < value(after, "gpt4all_api_kv_cache_usage_ratio", **model) <= 1
     assert value(after, "gpt4all_api_queue_depth", **model) == 0
