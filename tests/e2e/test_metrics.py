@@ -38,6 +38,10 @@ def test_ready_once_the_default_model_is_loaded(server: ServerProcess) -> None:
     body = r.json()
     assert body["status"] == "ready"
     assert body["model"] == EMBEDDED
+    if not body["loaded"]:  # unloaded for being idle (keep-alive) while other tests ran
+        chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+        assert HTTP.post(server.base_url + "/v1/chat/completions", json=chat).status_code == 200
+        body = HTTP.get(server.base_url + "/ready").json()
     assert body["loaded"] is True
     assert body["waiting"] == 0
     assert HTTP.get(server.base_url + "/health").json()["status"] == "ok"
