@@ -143,7 +143,8 @@ class Settings(BaseSettings):
         True,
         validation_alias=_env("prompt_lookup"),
         description="Prompt-lookup speculation: draft tokens from the sequence's own context and "
-        "verify them in the same batch (output unchanged; faster when answers quote the prompt).",
+        "verify them in the same batch (output unchanged; faster only when answers copy long spans "
+        "of their prompt).",
     )
     draft_max: int = Field(
         8,
