@@ -45,6 +45,19 @@ def turns_from_json(text: str) -> tuple[Turn, ...]:
     return tuple(out)
 
 
+def stored_row(
+    response: dict[str, Any], input_items: list[dict[str, Any]], turns: tuple[Turn, ...]
+) -> tuple[str, float, str, str, str]:
+    """A response as a store keeps it: id, creation time, then its parts as JSON text."""
+    return (
+        response["id"],
+        time.time(),
+        json.dumps(response, ensure_ascii=False),
+        json.dumps(input_items, ensure_ascii=False),
+        turns_to_json(turns),
+    )
+
+
 class StoredRows:
     """What a stored response is read as, from a store's `_row(id, column)` (JSON text)."""
 
@@ -85,13 +98,7 @@ class ResponseStore(StoredRows):
     ) -> None:
         if self.max_count <= 0:
             return
-        row = (
-            response["id"],
-            time.time(),
-            json.dumps(response, ensure_ascii=False),
-            json.dumps(input_items, ensure_ascii=False),
-            turns_to_json(turns),
-        )
+        row = stored_row(response, input_items, turns)
         with self._lock:
             self._db.execute("BEGIN")
             try:

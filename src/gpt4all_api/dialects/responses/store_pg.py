@@ -4,7 +4,6 @@ call is short and meant for `asyncio.to_thread`), reconnected after a failure.""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import psycopg
 
 from ...core.plan import Turn
-from .store import StoredRows, turns_to_json
+from .store import StoredRows, stored_row
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gpt4all_api_responses (
@@ -51,13 +50,7 @@ class PostgresResponseStore(StoredRows):
     ) -> None:
         if self.max_count <= 0:
             return
-        row = (
-            response["id"],
-            time.time(),
-            json.dumps(response, ensure_ascii=False),
-            json.dumps(input_items, ensure_ascii=False),
-            turns_to_json(turns),
-        )
+        row = stored_row(response, input_items, turns)
         with self._lock, self._db().transaction():
             db = self._db()
             db.execute(
