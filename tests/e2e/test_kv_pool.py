@@ -173,6 +173,38 @@ def test_sixteen_sequences_run_at_once(server: ServerProcess) -> None:
     assert re.search(r"^gpt4all_api_kv_cache_capacity_tokens\{[^}]*\} 32768\.0$", body, re.M)
 
 
+def test_interleaved_conversations_each_keep_their_cache(server: ServerProcess) -> None:
+    """Four conversations take turns (each one's first turn, then each one's second): every
+    second turn finds its whole history in the KV cache. A new conversation takes an empty (or
+    the least recently used) sequence, not one whose cache shares only the system preamble."""
+    oai = client(server)
+    histories = [
+        [
+            {
+                "role": "user",
+                "content": f"Conversation {c}. "
+                + " ".join(random.Random(c).choices(WORDS, k=120))
+                + ". Name one.",
+            }
+        ]
+        for c in range(4)
+    ]
+    firsts = []
+    for messages in histories:
+        reply = oai.chat.completions.create(
+            model=EMBEDDED, messages=messages, max_tokens=8, temperature=0
+        )
+        messages.append({"role": "assistant", "content": reply.choices[0].message.content})
+        messages.append({"role": "user", "content": "And another?"})
+        firsts.append(reply.usage.prompt_tokens)
+    for messages, first in zip(histories, firsts, strict=True):
+        reply = oai.chat.completions.create(
+            model=EMBEDDED, messages=messages, max_tokens=8, temperature=0
+        )
+        details = reply.usage.prompt_tokens_details
+        assert details is not None and details.cached_tokens >= first, (first, reply.usage)
+
+
 def test_greedy_answers_are_the_same_with_and_without_prompt_lookup(server: ServerProcess) -> None:
     drafted, accepted = metric(server, "draft_tokens"), metric(server, "draft_accepted_tokens")
 

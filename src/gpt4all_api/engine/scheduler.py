@@ -324,15 +324,7 @@ class Engine:
             leader = group[0]
             fill = leader.fill
             reuse = not leader.request.echo_logprobs  # scoring needs logits of every token
-            # Prefer the sequence already holding the longest prefix of this prompt, then the
-            # least recently used one.
-            shared, _, best = max(
-                (
-                    (common_prefix_len(s.cached, fill) if reuse else 0, -s.last_used, s)
-                    for s in free
-                ),
-                key=lambda t: t[:2],
-            )
+            best, shared = _pick_slot(free, fill if reuse else [])
             keep = min(shared, len(fill) - 1)
             # Room in the pool for the rest of the prompt and a first stretch of answer (the
             # other choices share the prompt's cells).
@@ -767,3 +759,23 @@ class Engine:
             lc.llama_free(self._ctx)
             self._ctx = None
         log.info("engine %s stopped", self.name)
+
+
+def _pick_slot(free: list[Slot], prompt: list[int]) -> tuple[Slot, int]:
+    """The free sequence to run `prompt` in, and how many of its cached tokens it can keep.
+
+    First a sequence whose cache this prompt mostly continues (at least half of what it holds:
+    the same conversation's next turn), the longest shared prefix first. Else an empty one, so
+    that no other conversation loses its cache. Else the least recently used one. Taking a
+    sequence that shares only a short preamble (a system prompt, the template's first tokens)
+    with the prompt would throw away another conversation's history to save a few tokens.
+    """
+
+    def rank(slot: Slot) -> tuple[int, int, float]:
+        shared = common_prefix_len(slot.cached, prompt)
+        if shared and 2 * shared >= len(slot.cached):
+            return (2, shared, 0.0)
+        return (0 if slot.cached else 1, 0, -slot.last_used)
+
+    best = max(free, key=rank)
+    return best, common_prefix_len(best.cached, prompt)
