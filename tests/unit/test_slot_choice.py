@@ -14,7 +14,7 @@ def conversation(tag: int, n: int = 200) -> list[int]:
 def test_the_next_turn_goes_to_the_sequence_holding_its_history() -> None:
     a, b = conversation(1), conversation(2)
     slots = [Slot(0, list(a), last_used=5.0), Slot(1, list(b), last_used=1.0), Slot(2)]
-    slot, keep = _pick_slot(slots, a + [7, 8, 9])
+    slot, keep = _pick_slot(slots, [*a, 7, 8, 9])
     assert slot.seq_id == 0 and keep == len(a)
 
 
@@ -24,9 +24,7 @@ def test_a_new_conversation_takes_an_empty_sequence_not_one_sharing_the_preamble
     assert slot.seq_id == 1 and keep == 0
 
 
-def test_with_no_empty_sequence_the_least_recently_used_one_is_taken_keeping_the_preamble() -> (
-    None
-):
+def test_without_an_empty_sequence_the_least_recently_used_one_keeps_the_preamble() -> None:
     slots = [Slot(0, conversation(1), last_used=3.0), Slot(1, conversation(2), last_used=1.0)]
     slot, keep = _pick_slot(slots, conversation(3))
     assert slot.seq_id == 1 and keep == len(PREAMBLE)
