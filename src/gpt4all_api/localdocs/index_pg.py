@@ -520,8 +520,9 @@ class PostgresIndex:
                 if cached is not None and cached[0] == version:
                     return cached[1], cached[2]
             where, args = _chunks_of(store_ids, file_ids)
-            rows = db.execute(f"SELECT c.id, c.embedding FROM {CHUNKS} c WHERE {where}", args)
-            rows = rows.fetchall()
+            rows = db.execute(
+                f"SELECT c.id, c.embedding FROM {CHUNKS} c WHERE {where} ORDER BY c.id", args
+            ).fetchall()
             if not rows:
                 return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
             ids = np.fromiter((r["id"] for r in rows), dtype=np.int64, count=len(rows))
