@@ -280,8 +280,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         validation_alias=_env("database_url"),
-        description="PostgreSQL URL (postgresql://...) for stored responses, so that every "
-        "replica of a cluster sees them; none: SQLite in data_dir.",
+        description="PostgreSQL URL (postgresql://...) for stored responses and LocalDocs (files, "
+        "vector stores), so that every replica of a cluster sees them; none: SQLite in data_dir.",
     )
 
     # -- scale-out on Ray Serve (docs/scale-out.md) ------------------------------------------

@@ -110,7 +110,7 @@ async def retrieve_file(file_id: str, request: Request) -> dict[str, Any]:
 async def file_content(file_id: str, request: Request) -> Response:
     d = docs(request)
     row = await d.file(file_id)
-    data = await asyncio.to_thread(d.index.content_path(file_id).read_bytes)
+    data = await asyncio.to_thread(d.index.read_content, file_id)
     return Response(
         data,
         media_type="application/octet-stream",

@@ -2,6 +2,7 @@
 records, the vector stores, their files and their chunks. Each chunk's text is in an FTS5
 table (BM25) and its embedding is a float32 blob beside it (vector similarity, computed with
 numpy over the store's chunks). File contents live beside the database, one file per id.
+`PostgresIndex` (index_pg.py) is the same interface on PostgreSQL, shared by replicas.
 
 Thread-safe; every call is short and meant for `asyncio.to_thread`. A file's chunks are written
 in one transaction with its status, so a failure leaves nothing half-written.
@@ -140,7 +141,12 @@ class Index:
     # -- files --------------------------------------------------------------------------
 
     def content_path(self, file_id: str) -> Path:
+        """Where a file's content is on disk (this backend only; callers use `read_content`)."""
         return self.files_dir / file_id
+
+    def read_content(self, file_id: str) -> bytes:
+        """A file's content; FileNotFoundError when there is none."""
+        return self.content_path(file_id).read_bytes()
 
     def add_file(self, file_id: str, filename: str, data: bytes, purpose: str) -> dict[str, Any]:
         """Write the content (to a temporary name, then renamed), then its record."""
@@ -300,6 +306,14 @@ class Index:
             "ORDER BY created_at, rowid"
         )
         return [(r["store_id"], r["file_id"]) for r in rows]
+
+    def claim(self, store_id: str, file_id: str, owner: str, lease: float) -> bool:
+        """Whether `owner` may index the file now (it is still in progress). One process owns
+        this database, so there is nobody to share the work with: `owner`, `lease` are unused."""
+        row = self._one(
+            "SELECT status FROM vs_files WHERE store_id = ? AND file_id = ?", (store_id, file_id)
+        )
+        return row is not None and row["status"] == "in_progress"
 
     def detach(self, store_id: str, file_id: str) -> bool:
         with self._tx() as db:

@@ -1,5 +1,6 @@
 """Hybrid retrieval, as GPT4All's LocalDocs does it: full-text BM25 (SQLite FTS5) and vector
-similarity (cosine, numpy over the stores' float32 embeddings), fused by reciprocal rank.
+similarity (cosine, numpy over the stores' float32 embeddings), fused by reciprocal rank. With
+PostgreSQL (`PostgresIndex`) the full-text ranking is PostgreSQL's `ts_rank` instead of BM25.
 
 A hit's `score` is its fused score divided by the best a chunk can get (first in both lists),
 so it lies in (0, 1]: 1.0 for a chunk both methods rank first, 0.5 for one that only one method
@@ -11,11 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from .index import Index, StoredChunk
+
+if TYPE_CHECKING:
+    from .index_pg import PostgresIndex
 
 RRF_K = 60
 CANDIDATES = 50  # from each method, at least
@@ -39,7 +43,7 @@ def fts_query(text: str) -> str | None:
 
 
 def search(
-    index: Index,
+    index: Index | PostgresIndex,
     store_ids: Sequence[str],
     query: str,
     query_vector: np.ndarray | None,
@@ -70,7 +74,7 @@ def search(
 
 
 def _nearest(
-    index: Index,
+    index: Index | PostgresIndex,
     store_ids: Sequence[str],
     query_vector: np.ndarray,
     depth: int,

@@ -28,11 +28,13 @@ from .ingest import UnreadableFile, parse
 
 if TYPE_CHECKING:
     from ..state import ServerState
+    from .index_pg import PostgresIndex
 
 log = logging.getLogger(__name__)
 
 EMBED_BATCH = 16
 NOMIC = "nomic-embed-text"
+CLAIM_LEASE = 600.0  # seconds another replica waits before taking over a file being indexed
 
 
 def new_id(prefix: str) -> str:
@@ -96,20 +98,30 @@ class LocalDocs:
     def __init__(self, state: ServerState):
         self.state = state
         self.folder = state.settings.data_dir / "localdocs"
-        self._index: Index | None = None
+        self._index: Index | PostgresIndex | None = None
+        self._owner = uuid.uuid4().hex  # who claims files to index (replicas share them)
         self._queue: asyncio.Queue[tuple[str, str]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._warned_stand_in = False
 
     @property
-    def index(self) -> Index:
+    def index(self) -> Index | PostgresIndex:
+        """The SQLite index in the data folder, or the PostgreSQL one (`database_url`) that
+        replicas share."""
         if self._index is None:
-            self._index = Index(self.folder)
+            url = self.state.settings.database_url
+            if url:
+                from .index_pg import PostgresIndex
+
+                self._index = PostgresIndex(url)
+            else:
+                self._index = Index(self.folder)
         return self._index
 
     async def resume(self) -> None:
-        """At startup: queue the files a restart left unindexed (only when a database exists)."""
-        if (self.folder / "localdocs.sqlite3").exists():
+        """At startup: queue the files a restart left unindexed (only when a database exists;
+        with PostgreSQL, every replica queues them and `claim` picks one per file)."""
+        if self.state.settings.database_url or (self.folder / "localdocs.sqlite3").exists():
             for store_id, file_id in await asyncio.to_thread(self.index.pending):
                 self._enqueue(store_id, file_id)
 
@@ -246,18 +258,26 @@ class LocalDocs:
         store = await asyncio.to_thread(index.store, store_id)
         if entry is None or store is None or entry["status"] != "in_progress":
             return
+        if not await asyncio.to_thread(index.claim, store_id, file_id, self._owner, CLAIM_LEASE):
+            log.debug("%s in %s is being indexed elsewhere", file_id, store_id)
+            return
         record = await asyncio.to_thread(index.file, file_id)
         started = time.monotonic()
         try:
             if record is None:
                 raise UnreadableFile(f"the file {file_id} was deleted")
-            data = await asyncio.to_thread(index.content_path(file_id).read_bytes)
+            data = await asyncio.to_thread(index.read_content, file_id)
             doc = await asyncio.to_thread(parse, data, record["filename"])
             pieces = chunking.chunks(doc)
             if not pieces:
                 raise UnreadableFile(f"{record['filename']} holds no text")
             vectors = []
             for i in range(0, len(pieces), EMBED_BATCH):
+                if i and not await asyncio.to_thread(
+                    index.claim, store_id, file_id, self._owner, CLAIM_LEASE
+                ):
+                    log.info("%s left %s, or another replica took it over", file_id, store_id)
+                    return
                 batch = [c.text for c in pieces[i : i + EMBED_BATCH]]
                 vectors.append(await self.embed(store["embedding_model"], batch, "document"))
             meta = {
