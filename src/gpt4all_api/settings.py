@@ -311,6 +311,18 @@ class Settings(BaseSettings):
         validation_alias=_env("target_ongoing_requests"),
         description="Ongoing requests per replica the autoscaler aims for.",
     )
+    upscale_delay: float = Field(
+        30.0,
+        ge=0,
+        validation_alias=_env("upscale_delay"),
+        description="Seconds the load must stay above target before a replica is added.",
+    )
+    downscale_delay: float = Field(
+        600.0,
+        ge=0,
+        validation_alias=_env("downscale_delay"),
+        description="Seconds the load must stay below target before a replica is removed.",
+    )
     replica_cpus: float = Field(
         1.0,
         ge=0,

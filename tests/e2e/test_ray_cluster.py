@@ -1,11 +1,13 @@
 """The app on a real local Ray cluster (2 engine replicas, 1 thread each) behind one Ray Serve
 endpoint, with stored responses in a real PostgreSQL started here: every dialect, streamed or
 not, errors in each dialect's shape, prefix affinity, a client that hangs up, a replica killed
-mid-load. One Serve application serves the whole module; the replica-killing test runs last."""
+mid-load, and the autoscaler adding a replica under load and removing it after. One Serve
+application serves the whole module; the replica-killing and autoscaling tests run last."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -25,6 +27,8 @@ ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 psycopg = pytest.importorskip("psycopg")
 
+log = logging.getLogger(__name__)
+
 REPLICA = "x-gpt4all-api-replica"
 MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: A stream that runs until the client or the replica goes: the end-of-turn tokens are banned.
@@ -39,12 +43,12 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[str]:
-    from gpt4all_api.cluster import launch
-
+def cluster_settings(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
+) -> Settings:
     home = tmp_path_factory.mktemp("ray-home")
     (home / "models").mkdir()
-    settings = Settings(
+    return Settings(
         port=free_port(),
         models_dir=home / "models",
         data_dir=home / "data",
@@ -58,6 +62,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) 
         database_url=postgres.url,
         request_timeout=120,
     )
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_settings: Settings) -> Iterator[str]:
+    from gpt4all_api.cluster import launch
+
+    settings = cluster_settings
     launch.connect(settings, num_cpus=2, log_to_driver=False)
     try:
         launch.deploy(settings)
@@ -311,3 +322,68 @@ def _victim(http: httpx.Client) -> str:
     busy = [e for e in engines if _gauge(_metrics_of(http, e), "running_sequences") > 0]
     assert busy, engines
     return busy[0]
+
+
+def test_zzz_autoscaling_adds_a_replica_under_load_and_removes_it_after(
+    cluster: str, cluster_settings: Settings, http: httpx.Client
+) -> None:
+    """Redeployed with 1 to 2 replicas and a target of 1 ongoing request each: three endless
+    streams on the one replica make Ray add a second, which then takes the new requests; once
+    the streams end, it goes."""
+    from gpt4all_api.cluster import launch
+
+    launch.deploy(
+        cluster_settings.model_copy(
+            update={
+                "min_replicas": 1,
+                "max_replicas": 2,
+                "target_ongoing_requests": 1,
+                "upscale_delay": 1,
+                "downscale_delay": 2,
+            }
+        )
+    )
+    deadline = time.monotonic() + 180
+    while _engine_replicas() != 1 or http.post("/v1/chat/completions", json=CHAT).is_error:
+        assert time.monotonic() < deadline, "the redeployed application did not come up"
+        time.sleep(1)
+    first = http.get("/metrics").headers[REPLICA]
+    stop = threading.Event()
+
+    def load(i: int) -> None:
+        msgs = [{"role": "user", "content": f"Load {i}: tell me about rivers, at length."}]
+        with httpx.Client(base_url=cluster, timeout=120) as c:
+            while not stop.is_set():
+                with c.stream(
+                    "POST", "/v1/chat/completions", json={**ENDLESS, "messages": msgs}
+                ) as r:
+                    for _ in r.iter_lines():
+                        if stop.is_set():
+                            break
+
+    workers = [threading.Thread(target=load, args=(i,), daemon=True) for i in range(3)]
+    for t in workers:
+        t.start()
+    try:
+        started = time.monotonic()
+        deadline = started + 240
+        while _engine_replicas() < 2:
+            assert time.monotonic() < deadline, "no replica was added under load"
+            time.sleep(1)
+        log.info("a replica was added after %.0f s of load", time.monotonic() - started)
+        deadline = time.monotonic() + 60
+        # the added replica serves requests: the least loaded, it gets those without a prompt
+        while http.get("/metrics").headers[REPLICA] == first:
+            assert time.monotonic() < deadline, f"only {first} answers"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(60)
+    idle = time.monotonic()
+    deadline = idle + 240
+    while _engine_replicas() > 1:
+        assert time.monotonic() < deadline, "the idle replica was not removed"
+        time.sleep(2)
+    log.info("the idle replica was removed after %.0f s", time.monotonic() - idle)
+    assert http.post("/v1/chat/completions", json=CHAT).status_code == 200

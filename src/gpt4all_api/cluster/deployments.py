@@ -205,6 +205,8 @@ def engine_options(settings: Settings) -> dict[str, Any]:
             "min_replicas": settings.min_replicas,
             "max_replicas": settings.max_replicas,
             "target_ongoing_requests": settings.target_ongoing_requests,
+            "upscale_delay_s": settings.upscale_delay,
+            "downscale_delay_s": settings.downscale_delay,
         }
     if settings.routing == "prefix":
         options["request_router_config"] = RequestRouterConfig(
