@@ -54,6 +54,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         parallel=settings.parallel,
         batch_size=settings.batch_size,
         threads=settings.threads,
+        share_cores=settings.share_cores,
         max_queue=settings.max_queue,
         kv_cache_type=settings.kv_cache_type,
         kv_unified=settings.kv_unified,

@@ -121,6 +121,7 @@ class EngineCollector(Collector):
         kv_used = gauge("kv_cache_tokens", "Tokens held in the shared KV pool, idle ones' too.")
         kv_cap = gauge("kv_cache_capacity_tokens", "Tokens the shared KV pool holds at most.")
         kv_ratio = gauge("kv_cache_usage_ratio", "KV cache tokens in use / capacity.")
+        threads = gauge("decode_threads", "CPU threads decoding now (fewer while cores are taken).")
         prompt = counter("prompt_tokens", "Prompt tokens of admitted requests.")
         cached = counter("cached_prompt_tokens", "Prompt tokens reused from the KV cache.")
         generated = counter("generated_tokens", "Tokens generated.")
@@ -150,6 +151,7 @@ class EngineCollector(Collector):
             kv_used.add_metric([name], s.kv_tokens)
             kv_cap.add_metric([name], capacity)
             kv_ratio.add_metric([name], s.kv_tokens / capacity if capacity else 0.0)
+            threads.add_metric([name], s.threads)
             prompt.add_metric([name], s.prompt_tokens)
             cached.add_metric([name], s.cached_prompt_tokens)
             generated.add_metric([name], s.generated_tokens)
@@ -164,5 +166,6 @@ class EngineCollector(Collector):
             for device, size in (report.device_memory or {report.plan.device: 0}).items():
                 device_memory.add_metric([name, device], size)
         yield from (loaded_models, loaded, queue, running, slots, kv_used, kv_cap, kv_ratio)
+        yield threads
         yield from (prompt, cached, generated, reasoning, steps, drafted, accepted, preempted)
         yield from (gpu_layers, layers, device_memory)

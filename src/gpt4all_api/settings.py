@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         validation_alias=_env("threads"),
         description="CPU threads for llama.cpp (default: one per core).",
     )
+    share_cores: bool = Field(
+        True,
+        validation_alias=_env("share_cores"),
+        description="Decode on fewer threads while other processes use cores (Linux; the "
+        "threads spin at their barriers, which collapses when a core is taken).",
+    )
     parallel: int = Field(
         16,
         ge=1,

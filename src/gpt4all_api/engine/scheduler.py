@@ -29,6 +29,7 @@ import time
 import llama_cpp as lc
 
 from ..errors import APIError, EngineError, InvalidRequest, Overloaded
+from .cores import CoreShare
 from .logprobs import LogprobReader
 from .lookup import PromptLookup
 from .model import Model
@@ -111,6 +112,8 @@ class Engine:
         self._accepted = 0
         self._preempted = 0
         self._admitted = 0
+        cores = CoreShare(config.threads) if config.share_cores else None
+        self._cores = cores if cores is not None and cores.enabled else None
         self.last_used = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"engine:{self.name}", daemon=True)
         self._thread.start()
@@ -186,6 +189,7 @@ class Engine:
             draft_tokens=self._drafted,
             draft_accepted=self._accepted,
             preempted=self._preempted,
+            threads=self._cores.threads if self._cores else self.config.threads,
         )
 
     # -- engine thread ----------------------------------------------------------------------
@@ -491,6 +495,8 @@ class Engine:
         if n == 0:
             return
         batch.n_tokens = n
+        if self._cores is not None and (threads := self._cores.advise()) is not None:
+            lc.llama_set_n_threads(self._ctx, threads, threads)
         rc = lc.llama_decode(self._ctx, batch)
         self._steps += 1
         if rc != 0:

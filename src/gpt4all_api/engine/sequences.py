@@ -26,6 +26,7 @@ class EngineConfig:
     parallel: int = 16  # sequences decoded together at most
     batch_size: int = 512
     threads: int = 2
+    share_cores: bool = True  # fewer threads while other processes use cores (cores.py)
     max_queue: int = 0  # 0: unbounded
     kv_cache_type: str = "q8_0"  # "f16" or "q8_0" (half the memory; needs flash attention)
     #: One KV pool shared by all sequences (llama.cpp's unified KV cache) instead of a fixed
@@ -122,3 +123,4 @@ class EngineStats:
     draft_tokens: int = 0  # tokens drafted by prompt lookup and verified
     draft_accepted: int = 0  # of those, the ones the model agreed with
     preempted: int = 0  # sequences sent back to wait when the KV pool ran short
+    threads: int = 0  # decode threads now

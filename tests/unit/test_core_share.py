@@ -1,0 +1,83 @@
+"""The decode thread count follows the cores other processes leave free (engine/cores.py)."""
+
+from __future__ import annotations
+
+from gpt4all_api.engine.cores import CoreShare, proc_sample
+
+
+class Machine:
+    """A fake /proc: `run(seconds, ours, others)` adds busy jiffies at 100 per core-second."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.busy = 0
+        self.own = 0
+
+    def run(self, seconds: float, ours: float, others: float) -> None:
+        self.now += seconds
+        self.busy += round((ours + others) * 100 * seconds)
+        self.own += round(ours * 100 * seconds)
+
+    def share(self, threads: int = 2, cores: int = 2) -> CoreShare:
+        return CoreShare(
+            threads,
+            cores=cores,
+            sample=lambda: (self.busy, self.own),
+            clock=lambda: self.now,
+            ticks=100,
+        )
+
+
+def test_a_hog_beside_the_server_takes_one_thread_and_gives_it_back_when_it_stops() -> None:
+    m = Machine()
+    share = m.share()
+    assert share.advise() is None  # the first look only starts a window
+    m.run(1.0, ours=2.0, others=0.0)
+    assert share.advise() is None and share.threads == 2
+    m.run(1.0, ours=1.33, others=0.67)  # a busy loop gets its share of the two cores
+    assert share.advise() == 1
+    m.run(1.0, ours=1.0, others=1.0)
+    assert share.advise() is None and share.threads == 1
+    m.run(1.0, ours=1.0, others=0.0)  # it stopped
+    assert share.advise() == 2
+
+
+def test_light_use_by_others_costs_nothing_and_the_middle_band_holds() -> None:
+    m = Machine()
+    share = m.share()
+    share.advise()
+    m.run(1.0, ours=1.8, others=0.2)  # a client process, the shell
+    assert share.advise() is None and share.threads == 2
+    m.run(1.0, ours=1.0, others=0.8)
+    assert share.advise() == 1
+    m.run(1.0, ours=1.0, others=0.45)  # between the two marks: stay
+    assert share.advise() is None and share.threads == 1
+
+
+def test_between_windows_and_after_idle_nothing_is_decided() -> None:
+    m = Machine()
+    share = m.share()
+    share.advise()
+    m.run(0.5, ours=0.0, others=2.0)
+    assert share.advise() is None  # under a second
+    m.run(30.0, ours=0.0, others=2.0)  # the engine was idle: a stale window starts again
+    assert share.advise() is None and share.threads == 2
+
+
+def test_never_below_one_thread_nor_above_the_setting() -> None:
+    m = Machine()
+    share = m.share(threads=4, cores=8)
+    share.advise()
+    m.run(1.0, ours=4.0, others=0.0)
+    assert share.advise() is None and share.threads == 4  # 8 cores free, 4 asked for
+    m.run(1.0, ours=1.0, others=7.0)
+    assert share.advise() == 1
+
+
+def test_one_thread_has_nothing_to_give_up() -> None:
+    assert not Machine().share(threads=1).enabled
+
+
+def test_this_machine_has_a_proc_sample() -> None:
+    busy, own = proc_sample()  # type: ignore[misc]
+    assert busy > 0 and own >= 0
