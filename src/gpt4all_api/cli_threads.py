@@ -13,9 +13,14 @@ libgomp reads `OMP_WAIT_POLICY` / `GOMP_SPINCOUNT` once, when it loads, which is
 llama.cpp, from `GPT4ALL_API_THREAD_WAIT` (an environment variable only, not a flag, because
 it must be known before the flags are parsed):
 
-- `passive` (default): `OMP_WAIT_POLICY=passive`, a waiting thread sleeps at once;
-- `spin`: `OMP_WAIT_POLICY=active`, libgomp's spinning;
-- a number N: `GOMP_SPINCOUNT=N`, spin N rounds, then sleep;
+- a number N: `GOMP_SPINCOUNT=N`, spin N rounds, then sleep. The default is 100000 (a few
+  milliseconds: the threads spin through a step and the gap to the next, and sleep when the
+  server is idle). Spinning is a quarter faster than sleeping at one sequence on two cores;
+  the collapse it causes when another process takes a core is avoided by the engine, which
+  then decodes on fewer threads (`share_cores`, engine/cores.py);
+- `passive`: `OMP_WAIT_POLICY=passive`, a waiting thread sleeps at once (slower, but safe
+  where `share_cores` cannot see the machine's load);
+- `spin`: `OMP_WAIT_POLICY=active`, spin without end (an idle server keeps its cores busy);
 - `inherit`: leave OpenMP's environment as it is.
 
 When `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` is already set, nothing is changed. Applications
@@ -29,7 +34,7 @@ import os
 from collections.abc import MutableMapping
 
 ENV = "GPT4ALL_API_THREAD_WAIT"
-DEFAULT = "passive"
+DEFAULT = "100000"
 OMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 log = logging.getLogger(__name__)

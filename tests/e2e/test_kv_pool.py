@@ -210,7 +210,8 @@ def test_greedy_answers_are_the_same_with_and_without_prompt_lookup(server: Serv
 
     def run(lookup: bool) -> list[str]:
         def one(messages: list[dict[str, str]]) -> str:
-            extra = {} if lookup else {"prompt_lookup": False}
+            # true: drafts in every step, where the engine would measure whether they pay
+            extra = {"prompt_lookup": lookup}
             return ask(server, messages, max_tokens=64, temperature=0, extra_body=extra)
 
         with ThreadPoolExecutor(2) as pool:
@@ -237,7 +238,7 @@ def test_an_answer_that_copies_its_prompt_is_mostly_drafted(server: ServerProces
     drafted, accepted = metric(server, "draft_tokens"), metric(server, "draft_accepted_tokens")
     oai = client(server)
     kw: dict[str, Any] = {"model": EMBEDDED, "prompt": prompt, "max_tokens": 80, "temperature": 0}
-    on = oai.completions.create(**kw).choices[0].text
+    on = oai.completions.create(**kw, extra_body={"prompt_lookup": True}).choices[0].text
     new_drafts = metric(server, "draft_tokens") - drafted
     new_accepted = metric(server, "draft_accepted_tokens") - accepted
     off = oai.completions.create(**kw, extra_body={"prompt_lookup": False}).choices[0].text
@@ -252,8 +253,9 @@ def test_seeded_sampled_answers_are_the_same_with_and_without_prompt_lookup(
     for i in range(6):
         kw: dict[str, Any] = {"max_tokens": 48, "temperature": 0.9, "seed": 100 + i}
         a = ask(server, grounded(i), **kw, extra_body={"prompt_lookup": False})
-        b = ask(server, grounded(i), **kw)
-        assert a == b
+        b = ask(server, grounded(i), **kw, extra_body={"prompt_lookup": True})
+        c = ask(server, grounded(i), **kw)  # the engine decides, step by step
+        assert a == b == c
 
 
 def test_a_full_shared_pool_preempts_and_every_answer_runs_its_length(

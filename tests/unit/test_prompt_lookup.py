@@ -52,3 +52,18 @@ def test_outright_rejections_make_the_sequence_rest_longer_each_time() -> None:
     assert [bool(look.draft(4)) for _ in range(5)] == [False] * 4 + [True]
     look.settle(1, 1)  # an accepted draft ends the rest periods
     assert look.draft(4)
+
+
+def test_drafting_runs_where_it_pays_and_is_probed_where_it_does_not() -> None:
+    from gpt4all_api.engine.lookup import DraftPayoff
+
+    payoff = DraftPayoff(probe_every=4)
+    # unmeasured: the steps alternate, so both kinds get measured
+    assert [payoff.allow(1) for _ in range(4)] == [False, True, False, True]
+    payoff.record(1, drafted=False, emitted=1, seconds=0.02)  # 50 tokens/s
+    payoff.record(1, drafted=True, emitted=2, seconds=0.06)  # 33 tokens/s: drafts lose
+    assert [payoff.allow(1) for _ in range(8)].count(True) == 2  # only the probes
+    for _ in range(20):  # the answer turns to copying its prompt: drafts win
+        payoff.record(1, drafted=True, emitted=6, seconds=0.06)
+    assert [payoff.allow(1) for _ in range(8)].count(True) == 6  # all but the probes
+    assert payoff.rates(2) == (None, None)  # each batch width is measured on its own

@@ -107,7 +107,7 @@ def translate(state: ServerState, body: ChatCompletionRequest) -> Plan:
         keep_alive=parse_keep_alive(body.keep_alive),
         reload=bool(body.reload),
         prompt_chunk=body.prompt_batch_size,
-        prompt_lookup=body.prompt_lookup is not False,
+        prompt_lookup=body.prompt_lookup,
         reasoning=_reasoning(body),
         template_vars=tuple((body.chat_template_kwargs or {}).items()),
     )

@@ -89,7 +89,7 @@ def translate(state: ServerState, body: CompletionRequest) -> Plan:
         keep_alive=parse_keep_alive(body.keep_alive),
         reload=bool(body.reload),
         prompt_chunk=body.prompt_batch_size,
-        prompt_lookup=body.prompt_lookup is not False,
+        prompt_lookup=body.prompt_lookup,
     )
 
 

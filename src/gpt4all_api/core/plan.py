@@ -133,7 +133,7 @@ class Plan:
     keep_alive: float | None = None
     reload: bool = False
     prompt_chunk: int | None = None
-    prompt_lookup: bool = True  # off: no prompt-lookup drafts for this request
+    prompt_lookup: bool | None = None  # False: no drafts; True: drafts even where they lose
     reasoning: Reasoning = field(default_factory=Reasoning)
     #: Extra variables for the model's Jinja chat template (`chat_template_kwargs`).
     template_vars: tuple[tuple[str, Any], ...] = ()

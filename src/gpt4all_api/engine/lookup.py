@@ -84,3 +84,43 @@ class PromptLookup:
         else:
             self._misses += 1
             self._rest = min(2**self._misses, 32)
+
+
+@dataclass
+class DraftPayoff:
+    """Whether drafting pays on this machine, measured: tokens emitted per second of decoding in
+    steps that carried drafts against steps that did not, for each number of generating
+    sequences. Where a batch of k tokens costs little more than one (a GPU, a memory-bound
+    model) drafts win at modest acceptance; where it costs nearly k times one (a small model on
+    few CPU cores, with spinning threads) they lose unless nearly all are accepted.
+
+    While one kind is unmeasured the steps alternate; then the better kind runs, and every
+    `probe_every`-th step tries the other, so the choice follows the workload."""
+
+    probe_every: int = 16
+    alpha: float = 0.2  # weight of the newest step in the running rates
+    _plain: dict[int, float] = field(default_factory=dict)
+    _draft: dict[int, float] = field(default_factory=dict)
+    _calls: dict[int, int] = field(default_factory=dict)
+
+    def allow(self, generating: int) -> bool:
+        """May this step's sequences (`generating` of them) carry drafts?"""
+        calls = self._calls[generating] = self._calls.get(generating, 0) + 1
+        plain, draft = self._plain.get(generating), self._draft.get(generating)
+        if plain is None or draft is None:
+            return calls % 2 == 0
+        probe = calls % self.probe_every == 0
+        return probe if draft < plain else not probe
+
+    def record(self, generating: int, drafted: bool, emitted: int, seconds: float) -> None:
+        """A step of generation only (no prompt tokens in the batch) and what it gave."""
+        if seconds <= 0:
+            return
+        rates = self._draft if drafted else self._plain
+        rate = emitted / seconds
+        old = rates.get(generating)
+        rates[generating] = rate if old is None else old + self.alpha * (rate - old)
+
+    def rates(self, generating: int) -> tuple[float | None, float | None]:
+        """(tokens/s without drafts, with drafts) at this many generating sequences."""
+        return self._plain.get(generating), self._draft.get(generating)

@@ -37,7 +37,7 @@ class GenerationRequest:
     call_open: str = ""
     #: Draft tokens from the sequence's own context (when the server has it on). Greedy output
     #: is the same either way, and sampled output has the same distribution.
-    prompt_lookup: bool = True
+    prompt_lookup: bool | None = None  # None: where they pay (measured); True: always; False: never
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ import llama_cpp as lc
 from ..errors import APIError, EngineError, InvalidRequest, Overloaded
 from .cores import CoreShare
 from .logprobs import LogprobReader
-from .lookup import PromptLookup
+from .lookup import DraftPayoff, PromptLookup
 from .model import Model
 from .reasoning import ReasoningSpec, ReasoningSplitter
 from .request import (
@@ -112,6 +112,7 @@ class Engine:
         self._accepted = 0
         self._preempted = 0
         self._admitted = 0
+        self._payoff = DraftPayoff()
         cores = CoreShare(config.threads) if config.share_cores else None
         self._cores = cores if cores is not None and cores.enabled else None
         self.last_used = time.monotonic()
@@ -281,7 +282,8 @@ class Engine:
                     job.call_chain = self._chain(
                         dataclasses.replace(sampling, grammar=req.call_grammar), req.prompt_tokens
                     )
-                if self.config.prompt_lookup and req.prompt_lookup and not req.echo_logprobs:
+                drafts = self.config.prompt_lookup and req.prompt_lookup is not False
+                if drafts and not req.echo_logprobs:
                     job.lookup = PromptLookup(
                         draft_max=self.config.draft_max, tokens=list(req.prompt_tokens)
                     )
@@ -445,6 +447,8 @@ class Engine:
         if self.unified:
             budget = min(budget, self._free_cells())
         budget -= len(generating)
+        pays = budget > 0 and self._payoff.allow(len(generating))  # measured
+        drafted = 0
         # The next token of every sequence that is generating, with its drafts ...
         for job in self._active:
             job.batch_index = -1
@@ -457,7 +461,12 @@ class Engine:
             job.batch_index = n
             n += 1
             job.drafts = []
-            if budget > 0 and job.lookup is not None and not job.forced:
+            if (
+                budget > 0
+                and job.lookup is not None
+                and not job.forced
+                and (pays or job.request.prompt_lookup is True)
+            ):
                 room = min(
                     budget,
                     self.n_batch - n,
@@ -469,6 +478,8 @@ class Engine:
                     self._put(n, token, pos + 1 + i, slot.seq_id, True)
                     n += 1
                 budget -= len(job.drafts)
+                drafted += len(job.drafts)
+        generation_only = n
         # ... then prompt chunks of those still prefilling, oldest first.
         scored: list[tuple[Job, int, int]] = []
         for job in self._active:
@@ -497,6 +508,7 @@ class Engine:
         batch.n_tokens = n
         if self._cores is not None and (threads := self._cores.advise()) is not None:
             lc.llama_set_n_threads(self._ctx, threads, threads)
+        started, emitted = time.perf_counter(), self._generated
         rc = lc.llama_decode(self._ctx, batch)
         self._steps += 1
         if rc != 0:
@@ -509,6 +521,9 @@ class Engine:
         for job in [j for j in self._active if j.batch_index >= 0]:
             if not job.done:
                 self._verify(job)
+        if generating and n == generation_only:
+            took = time.perf_counter() - started
+            self._payoff.record(len(generating), drafted > 0, self._generated - emitted, took)
 
     def _verify(self, job: Job) -> None:
         """Sample the job's next token, and while it equals the next drafted token (which the

@@ -49,7 +49,9 @@ class SamplingFields(OpenAIModel):
     repeat_last_n: int | None = Field(None, ge=-1)
     prompt_template: str | None = None
     prompt_batch_size: int | None = Field(None, ge=1)
-    prompt_lookup: bool | None = None  # extension: false turns prompt-lookup drafting off
+    # extension: false turns prompt-lookup drafting off, true drafts even where the engine
+    # measured that drafts do not pay; omitted, the engine decides
+    prompt_lookup: bool | None = None
     reload: bool | None = False
     thread_count: int | None = Field(None, ge=1)
     keep_alive: float | str | None = Field(
