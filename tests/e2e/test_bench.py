@@ -106,8 +106,13 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
         assert srv["prefix"]["warm"][0]["error"] is None
     ours = data["servers"]["gpt4all-api"]
     assert ours["prefix"]["warm"][0]["cached_tokens"] >= ours["prefix"]["prompt_tokens"][0]
-    # The grounded workload ran on both, prompt lookup on and off for ours (the default is on).
-    assert [g["label"] for g in ours["grounded"]] == ["prompt lookup on", "prompt lookup off"]
+    # The grounded workload ran on both: for ours prompt lookup on (the default: where drafts
+    # pay), forced (every step) and off.
+    assert [g["label"] for g in ours["grounded"]] == [
+        "prompt lookup on",
+        "prompt lookup forced",
+        "prompt lookup off",
+    ]
     assert [g["label"] for g in data["servers"]["llama-cpp-python"]["grounded"]] == ["greedy"]
     for g in (ours["grounded"][0], data["servers"]["llama-cpp-python"]["grounded"][0]):
         assert len(g["records"]) == 4 and all(r["error"] is None for r in g["records"])

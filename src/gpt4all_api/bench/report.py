@@ -165,7 +165,7 @@ def grounded_table(report: CompareReport) -> str:
 
 
 def grounded_identical(report: CompareReport) -> bool | None:
-    """Whether our greedy answers with prompt lookup on equal those with it off."""
+    """Whether our greedy answers with prompt lookup on (and forced) equal those with it off."""
     ours = report.servers.get(OURS)
     if ours is None:
         return None
@@ -173,6 +173,9 @@ def grounded_identical(report: CompareReport) -> bool | None:
     on, off = runs.get("prompt lookup on"), runs.get("prompt lookup off")
     if on is None or off is None or on.errors or off.errors:
         return None
+    forced = runs.get("prompt lookup forced")
+    if forced is not None and (forced.errors or forced.texts() != off.texts()):
+        return False
     return on.texts() == off.texts()
 
 

@@ -400,7 +400,11 @@ def run_compare(
                     name, command(port), port, Path(tmp) / f"{slug}.log", env=env or None
                 )
                 grounded: tuple[tuple[str, dict[str, Any] | None], ...] = (
-                    (("prompt lookup on", None), ("prompt lookup off", {"prompt_lookup": False}))
+                    (
+                        ("prompt lookup on", None),  # the default: drafts where they pay
+                        ("prompt lookup forced", {"prompt_lookup": True}),  # drafts every step
+                        ("prompt lookup off", {"prompt_lookup": False}),
+                    )
                     if ours
                     else (("greedy", None),)
                 )
