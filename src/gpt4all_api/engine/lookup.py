@@ -95,13 +95,17 @@ class DraftPayoff:
     few CPU cores, with spinning threads) they lose unless nearly all are accepted.
 
     While one kind is unmeasured the steps alternate; then the better kind runs, and every
-    `probe_every`-th step tries the other, so the choice follows the workload."""
+    `probe_every`-th step tries the other, so the choice follows the workload. While drafts
+    keep losing, their probes grow rarer (twice as far apart each time, up to `probe_max`);
+    once they win, probing plain steps starts again from `probe_every`."""
 
     probe_every: int = 16
+    probe_max: int = 256
     alpha: float = 0.2  # weight of the newest step in the running rates
     _plain: dict[int, float] = field(default_factory=dict)
     _draft: dict[int, float] = field(default_factory=dict)
     _calls: dict[int, int] = field(default_factory=dict)
+    _every: dict[int, int] = field(default_factory=dict)  # steps between probes of drafts
 
     def allow(self, generating: int) -> bool:
         """May this step's sequences (`generating` of them) carry drafts?"""
@@ -109,8 +113,15 @@ class DraftPayoff:
         plain, draft = self._plain.get(generating), self._draft.get(generating)
         if plain is None or draft is None:
             return calls % 2 == 0
-        probe = calls % self.probe_every == 0
-        return probe if draft < plain else not probe
+        if draft >= plain:
+            self._every[generating] = self.probe_every
+            return calls % self.probe_every != 0
+        every = self._every.get(generating, self.probe_every)
+        if calls % every:
+            return False
+        self._every[generating] = min(2 * every, self.probe_max)
+        self._calls[generating] = 0
+        return True
 
     def record(self, generating: int, drafted: bool, emitted: int, seconds: float) -> None:
         """A step of generation only (no prompt tokens in the batch) and what it gave."""
