@@ -42,3 +42,11 @@ def test_without_reuse_the_prompt_shares_nothing() -> None:
     slots = [Slot(0, list(a), last_used=1.0), Slot(1)]
     slot, keep = _pick_slot(slots, [])
     assert slot.seq_id == 1 and keep == 0
+
+
+def test_the_same_prompt_again_finds_it_though_the_sequence_also_holds_the_answer() -> None:
+    prompt = conversation(1, n=30)
+    answer = list(range(90_000, 90_064))
+    slots = [Slot(0), Slot(1, prompt + answer, last_used=1.0)]
+    slot, keep = _pick_slot(slots, prompt)
+    assert slot.seq_id == 1 and keep == len(prompt)

@@ -785,16 +785,17 @@ class Engine:
 def _pick_slot(free: list[Slot], prompt: list[int]) -> tuple[Slot, int]:
     """The free sequence to run `prompt` in, and how many of its cached tokens it can keep.
 
-    First a sequence whose cache this prompt mostly continues (at least half of what it holds:
-    the same conversation's next turn), the longest shared prefix first. Else an empty one, so
+    First a sequence sharing a substantial prefix with the prompt: at least half of what it
+    holds (the same conversation's next turn) or at least half of the prompt (the same prompt
+    again, a long shared system prompt), the longest shared prefix first. Else an empty one, so
     that no other conversation loses its cache. Else the least recently used one. Taking a
-    sequence that shares only a short preamble (a system prompt, the template's first tokens)
-    with the prompt would throw away another conversation's history to save a few tokens.
+    sequence that shares only a short preamble (the template's first tokens) with a long prompt
+    would throw away another conversation's history to save a few tokens.
     """
 
     def rank(slot: Slot) -> tuple[int, int, float]:
         shared = common_prefix_len(slot.cached, prompt)
-        if shared and 2 * shared >= len(slot.cached):
+        if shared and 2 * shared >= min(len(slot.cached), len(prompt)):
             return (2, shared, 0.0)
         return (0 if slot.cached else 1, 0, -slot.last_used)
 
