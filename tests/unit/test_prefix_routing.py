@@ -99,5 +99,7 @@ def test_engine_options_from_settings() -> None:
         "min_replicas": 1,
         "max_replicas": 4,
         "target_ongoing_requests": 3,
+        "upscale_delay_s": 30.0,
+        "downscale_delay_s": 600.0,
     }
     assert "request_router_config" not in scaled and "num_replicas" not in scaled
