@@ -60,8 +60,22 @@ def test_between_windows_and_after_idle_nothing_is_decided() -> None:
     share.advise()
     m.run(0.5, ours=0.0, others=2.0)
     assert share.advise() is None  # under a second
-    m.run(30.0, ours=0.0, others=2.0)  # the engine was idle: a stale window starts again
+    share.idle()  # the engine had nothing to do for long: a new window starts
+    m.run(30.0, ours=0.0, others=2.0)
     assert share.advise() is None and share.threads == 2
+    share.idle()  # a short gap between two requests stays in the window
+    m.run(0.5, ours=0.0, others=0.0)
+    share.advise()
+    m.run(1.0, ours=1.0, others=1.0)
+    assert share.advise() == 1
+
+
+def test_a_step_slowed_for_seconds_by_busy_processes_still_decides() -> None:
+    m = Machine()
+    share = m.share()
+    share.advise()
+    m.run(12.0, ours=0.5, others=1.5)  # one step of a collapsed decode
+    assert share.advise() == 1
 
 
 def test_never_below_one_thread_nor_above_the_setting() -> None:

@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 Sample = tuple[int, int]
 
 WINDOW = 1.0  # seconds between two looks
-STALE = 5.0  # a longer gap (the engine was idle): start a new window, decide nothing
 DOWN_AT = 0.6  # cores the others use that make us give one up
 UP_BELOW = 0.3  # ... and that they must use less than before we take it back
+IDLE = 5.0  # idle longer than this (seconds): the window starts again with the next step
 
 
 def proc_sample() -> Sample | None:
@@ -68,21 +68,34 @@ class CoreShare:
         self._clock = clock
         self._ticks = ticks or float(os.sysconf("SC_CLK_TCK"))
         self._last: tuple[float, Sample] | None = None
+        self._idle_since: float | None = None
         self.others = 0.0  # cores the other processes used over the last window
         self.enabled = threads > 1 and sample() is not None
+
+    def idle(self) -> None:
+        """The engine has nothing to decode. After `IDLE` seconds of that the next window
+        starts afresh (one spanning the idle time would count the others' use while we wanted
+        no core); short gaps between requests stay in the window. A slow step, however long,
+        does too: beside busy processes steps take seconds, which is when a decision is due."""
+        if self._idle_since is None:
+            self._idle_since = self._clock()
 
     def advise(self) -> int | None:
         """The new thread count when it should change, else None. Cheap between windows."""
         if not self.enabled:
             return None
         now = self._clock()
+        if self._idle_since is not None:
+            if now - self._idle_since > IDLE:
+                self._last = None
+            self._idle_since = None
         if self._last is not None and now - self._last[0] < WINDOW:
             return None
         sample = self._sample()
         if sample is None:
             return None
         last, self._last = self._last, (now, sample)
-        if last is None or now - last[0] > STALE:
+        if last is None:
             return None
         seconds = now - last[0]
         busy = (sample[0] - last[1][0]) / self._ticks / seconds

@@ -201,6 +201,8 @@ class Engine:
                 idle = not self._active and not self._waiting
                 if self._closing and idle:
                     break
+                if idle and self._cores is not None:
+                    self._cores.idle()
                 self._drain_commands(block=idle)
                 self._admit()
                 if self._active:
