@@ -189,16 +189,7 @@ class Index:
         with self._tx() as db:
             db.execute(
                 f"INSERT INTO vector_stores ({STORE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    store["id"],
-                    store["name"],
-                    store.get("description"),
-                    store["created_at"],
-                    store["created_at"],
-                    json.dumps(store.get("metadata") or {}),
-                    json.dumps(store["expires_after"]) if store.get("expires_after") else None,
-                    store["embedding_model"],
-                ),
+                _store_values(store),
             )
 
     def store(self, store_id: str) -> dict[str, Any] | None:
@@ -218,10 +209,7 @@ class Index:
         return [_store_row(r) for r in rows]
 
     def update_store(self, store_id: str, **values: Any) -> None:
-        encoded = {
-            k: json.dumps(v) if k in ("metadata", "expires_after") and v is not None else v
-            for k, v in values.items()
-        }
+        encoded = _store_updates(values)
         if not encoded:
             return
         sets = ", ".join(f"{k} = ?" for k in encoded)
@@ -498,6 +486,28 @@ def _chunks_of(
         where += f" AND c.file_id IN ({', '.join('?' * len(file_ids))})"
         args += tuple(file_ids)
     return where, args
+
+
+def _store_values(store: dict[str, Any]) -> tuple[Any, ...]:
+    """A new vector store's row, in `STORE_COLUMNS` order (both backends)."""
+    return (
+        store["id"],
+        store["name"],
+        store.get("description"),
+        store["created_at"],
+        store["created_at"],
+        json.dumps(store.get("metadata") or {}),
+        json.dumps(store["expires_after"]) if store.get("expires_after") else None,
+        store["embedding_model"],
+    )
+
+
+def _store_updates(values: dict[str, Any]) -> dict[str, Any]:
+    """Column values for an update of a vector store, its JSON columns encoded."""
+    return {
+        k: json.dumps(v) if k in ("metadata", "expires_after") and v is not None else v
+        for k, v in values.items()
+    }
 
 
 def _store_row(row: dict[str, Any]) -> dict[str, Any]:

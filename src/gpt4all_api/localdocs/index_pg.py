@@ -33,6 +33,8 @@ from .index import (
     VS_FILE_COLUMNS,
     StoredChunk,
     _store_row,
+    _store_updates,
+    _store_values,
     _vs_file_row,
 )
 
@@ -194,16 +196,7 @@ class PostgresIndex:
         with self._tx() as db:
             db.execute(
                 f"INSERT INTO {STORES} ({STORE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    store["id"],
-                    store["name"],
-                    store.get("description"),
-                    store["created_at"],
-                    store["created_at"],
-                    json.dumps(store.get("metadata") or {}),
-                    json.dumps(store["expires_after"]) if store.get("expires_after") else None,
-                    store["embedding_model"],
-                ),
+                _store_values(store),
             )
 
     def store(self, store_id: str) -> dict[str, Any] | None:
@@ -226,10 +219,7 @@ class PostgresIndex:
         unknown = set(values) - _STORE_UPDATES
         if unknown:
             raise ValueError(f"not a vector store column: {', '.join(sorted(unknown))}")
-        encoded = {
-            k: json.dumps(v) if k in ("metadata", "expires_after") and v is not None else v
-            for k, v in values.items()
-        }
+        encoded = _store_updates(values)
         if not encoded:
             return
         sets = ", ".join(f"{k} = %s" for k in encoded)
