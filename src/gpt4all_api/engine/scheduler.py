@@ -795,11 +795,12 @@ def _pick_slot(free: list[Slot], prompt: list[int]) -> tuple[Slot, int]:
     would throw away another conversation's history to save a few tokens.
     """
 
-    def rank(slot: Slot) -> tuple[int, int, float]:
+    def rank(slot: Slot) -> tuple[int, int, float, int]:
         shared = common_prefix_len(slot.cached, prompt)
         if shared and 2 * shared >= min(len(slot.cached), len(prompt)):
-            return (2, shared, 0.0)
-        return (0 if slot.cached else 1, 0, -slot.last_used)
+            return (2, shared, 0.0, shared)
+        return (0 if slot.cached else 1, 0, -slot.last_used, shared)
 
-    best = max(free, key=rank)
-    return best, common_prefix_len(best.cached, prompt)
+    ranked = [(rank(slot), slot) for slot in free]
+    key, best = max(ranked, key=lambda pair: pair[0][:3])
+    return best, key[3]
