@@ -58,9 +58,15 @@ def test_metrics_after_generation(server: ServerProcess) -> None:
         assert r.status_code == 200
         assert any(line == "data: [DONE]" for line in r.iter_lines())
     assert HTTP.post(base + "/v1/chat/completions", json={"messages": []}).status_code == 400
-    after = scrape(base)
-
-    ok = value(after, "gpt4all_api_requests_total", method="POST", route=route, status="200")
+    # a request is counted once its response has ended, which for the stream is just after the
+    # client read [DONE]: scrape until both are in (or 5 s pass)
+    deadline = time.monotonic() + 5
+    while True:
+        after = scrape(base)
+        ok = value(after, "gpt4all_api_requests_total", method="POST", route=route, status="200")
+        if ok >= n_before + 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert ok == n_before + 2
     assert value(after, "gpt4all_api_requests_total", method="POST", route=route, status="400") >= 1
     model = {"model": EMBEDDED}
