@@ -132,6 +132,9 @@ class EngineCollector(Collector):
         preempted = counter(
             "preempted_sequences", "Running sequences sent back to wait when the KV pool was full."
         )
+        copies = counter(
+            "prefix_copies", "Prompts started from a copy of another sequence's cached prefix."
+        )
         gpu_layers = gauge("gpu_layers", "Layers offloaded to GPUs (the output layer counts).")
         layers = gauge("model_layers", "Layers of the model (repeating layers + output layer).")
         device_memory = GaugeMetricFamily(
@@ -160,6 +163,7 @@ class EngineCollector(Collector):
             drafted.add_metric([name], s.draft_tokens)
             accepted.add_metric([name], s.draft_accepted)
             preempted.add_metric([name], s.preempted)
+            copies.add_metric([name], s.prefix_copies)
             report = entry.offload
             gpu_layers.add_metric([name], report.plan.gpu_layers)
             layers.add_metric([name], report.plan.n_layers)
@@ -167,5 +171,15 @@ class EngineCollector(Collector):
                 device_memory.add_metric([name, device], size)
         yield from (loaded_models, loaded, queue, running, slots, kv_used, kv_cap, kv_ratio)
         yield threads
-        yield from (prompt, cached, generated, reasoning, steps, drafted, accepted, preempted)
+        yield from (
+            prompt,
+            cached,
+            generated,
+            reasoning,
+            steps,
+            drafted,
+            accepted,
+            preempted,
+            copies,
+        )
         yield from (gpu_layers, layers, device_memory)

@@ -287,3 +287,31 @@ def test_a_full_shared_pool_preempts_and_every_answer_runs_its_length(
     assert re.search(r"^gpt4all_api_kv_cache_capacity_tokens\{[^}]*\} 1024\.0$", body, re.M)
     assert re.search(r"^gpt4all_api_running_sequences\{[^}]*\} 0\.0$", body, re.M)
     assert one(0)[:2] == ("length", 150)
+
+
+def test_a_shared_prefix_is_copied_into_a_new_sequence_and_answers_the_same(
+    server: ServerProcess,
+) -> None:
+    """Two prompts that share a long start (a system prompt, a document) and then differ: the
+    second starts from a copy of the first one's KV (cached tokens, the copy counter), the first
+    keeps its cache for its next turn, and the greedy answer is the same as with every prompt
+    token computed afresh (echo with logprobs scores every token, so nothing is reused)."""
+    oai = client(server)
+    doc = "Notes. " + " ".join(random.Random(99).choices(WORDS, k=260)) + ".\n"
+    first = doc + "Question: which word comes first, and which one comes right after it?\nAnswer:"
+    second = doc + "Question: name a fruit from the notes.\nAnswer:"
+    copies = metric(server, "prefix_copies")
+    a = oai.completions.create(model=EMBEDDED, prompt=first, max_tokens=16, temperature=0)
+    b = oai.completions.create(model=EMBEDDED, prompt=second, max_tokens=24, temperature=0)
+    assert metric(server, "prefix_copies") >= copies + 1
+    details = b.usage.prompt_tokens_details
+    assert details is not None and details.cached_tokens >= a.usage.prompt_tokens - 20, b.usage
+    # the first prompt's sequence still holds it: its next turn is cached in full
+    follow = first + a.choices[0].text + "\nQuestion: and the last one?\nAnswer:"
+    c = oai.completions.create(model=EMBEDDED, prompt=follow, max_tokens=4, temperature=0)
+    details = c.usage.prompt_tokens_details
+    assert details is not None and details.cached_tokens >= a.usage.prompt_tokens, c.usage
+    cold = oai.completions.create(
+        model=EMBEDDED, prompt=second, max_tokens=24, temperature=0, echo=True, logprobs=0
+    )
+    assert cold.choices[0].text == second + b.choices[0].text

@@ -1,7 +1,8 @@
 """Which free sequence a new prompt runs in: its own conversation's, else an empty one, else the
-least recently used; never another conversation's just because they share a preamble."""
+least recently used; never another conversation's just because they share a preamble. A prompt
+placed in a new sequence starts from a copy of the longest prefix any sequence holds."""
 
-from gpt4all_api.engine.scheduler import _pick_slot
+from gpt4all_api.engine.scheduler import MIN_SEED, _place
 from gpt4all_api.engine.sequences import Slot
 
 PREAMBLE = list(range(1000, 1020))  # the template's system block, shared by every prompt
@@ -14,39 +15,63 @@ def conversation(tag: int, n: int = 200) -> list[int]:
 def test_the_next_turn_goes_to_the_sequence_holding_its_history() -> None:
     a, b = conversation(1), conversation(2)
     slots = [Slot(0, list(a), last_used=5.0), Slot(1, list(b), last_used=1.0), Slot(2)]
-    slot, keep = _pick_slot(slots, [*a, 7, 8, 9])
-    assert slot.seq_id == 0 and keep == len(a)
+    place = _place(slots, slots, [*a, 7, 8, 9])
+    assert place.slot.seq_id == 0 and place.keep == len(a) and place.source is None
 
 
 def test_a_new_conversation_takes_an_empty_sequence_not_one_sharing_the_preamble() -> None:
     slots = [Slot(0, conversation(1), last_used=1.0), Slot(1), Slot(2, conversation(2), 2.0)]
-    slot, keep = _pick_slot(slots, conversation(3))
-    assert slot.seq_id == 1 and keep == 0
+    place = _place(slots, slots, conversation(3))
+    assert place.slot.seq_id == 1
+    # the preamble alone is worth a copy: it is longer than MIN_SEED
+    assert len(PREAMBLE) >= MIN_SEED
+    assert place.source is not None and place.seed == len(PREAMBLE)
 
 
 def test_without_an_empty_sequence_the_least_recently_used_one_keeps_the_preamble() -> None:
     slots = [Slot(0, conversation(1), last_used=3.0), Slot(1, conversation(2), last_used=1.0)]
-    slot, keep = _pick_slot(slots, conversation(3))
-    assert slot.seq_id == 1 and keep == len(PREAMBLE)
+    place = _place(slots, slots, conversation(3))
+    assert place.slot.seq_id == 1 and place.keep == len(PREAMBLE) and place.source is None
 
 
 def test_the_longest_continued_history_wins() -> None:
     a = conversation(1)
     slots = [Slot(0, a[:100], last_used=9.0), Slot(1, a[:180], last_used=1.0)]
-    slot, keep = _pick_slot(slots, a)
-    assert slot.seq_id == 1 and keep == 180
+    place = _place(slots, slots, a)
+    assert place.slot.seq_id == 1 and place.keep == 180 and place.source is None
 
 
 def test_without_reuse_the_prompt_shares_nothing() -> None:
     a = conversation(1)
     slots = [Slot(0, list(a), last_used=1.0), Slot(1)]
-    slot, keep = _pick_slot(slots, [])
-    assert slot.seq_id == 1 and keep == 0
+    place = _place(slots, slots, [])
+    assert place.slot.seq_id == 1 and place.keep == 0 and place.source is None
 
 
-def test_the_same_prompt_again_finds_it_though_the_sequence_also_holds_the_answer() -> None:
+def test_the_same_prompt_again_is_copied_and_its_answer_kept() -> None:
+    """A prompt asked again finds its KV in the sequence that also holds the first answer: it is
+    copied into an empty sequence, so that the first conversation can still go on."""
     prompt = conversation(1, n=30)
     answer = list(range(90_000, 90_064))
     slots = [Slot(0), Slot(1, prompt + answer, last_used=1.0)]
-    slot, keep = _pick_slot(slots, prompt)
-    assert slot.seq_id == 1 and keep == len(prompt)
+    place = _place(slots, slots, prompt)
+    assert place.slot.seq_id == 0 and place.keep == 0
+    assert place.source is slots[1] and place.seed == len(prompt)
+
+
+def test_a_running_sequence_lends_its_system_prompt() -> None:
+    """A long system prompt (or document) held by a running sequence starts every new one."""
+    system = list(range(5000, 5600))
+    running = Slot(0, [*system, 1, 2, 3])
+    running.job = object()  # type: ignore[assignment]  # busy: not free, but still a source
+    idle = Slot(1, conversation(2), last_used=4.0)
+    empty = Slot(2)
+    place = _place([idle, empty], [running, idle, empty], [*system, 7, 8])
+    assert place.slot is empty and place.source is running and place.seed == len(system)
+
+
+def test_a_short_shared_prefix_is_not_worth_a_copy() -> None:
+    short = PREAMBLE[: MIN_SEED - 1]
+    slots = [Slot(0, short + list(range(50)), last_used=1.0), Slot(1)]
+    place = _place(slots, slots, [*short, 9, 9, 9])
+    assert place.slot.seq_id == 1 and place.source is None and place.keep == 0

@@ -111,6 +111,7 @@ class Engine:
         self._drafted = 0
         self._accepted = 0
         self._preempted = 0
+        self._prefix_copies = 0
         self._admitted = 0
         self._payoff = DraftPayoff()
         cores = CoreShare(config.threads) if config.share_cores else None
@@ -190,6 +191,7 @@ class Engine:
             draft_tokens=self._drafted,
             draft_accepted=self._accepted,
             preempted=self._preempted,
+            prefix_copies=self._prefix_copies,
             threads=self._cores.threads if self._cores else self.config.threads,
         )
 
@@ -332,21 +334,42 @@ class Engine:
             leader = group[0]
             fill = leader.fill
             reuse = not leader.request.echo_logprobs  # scoring needs logits of every token
-            best, shared = _pick_slot(free, fill if reuse else [])
-            keep = min(shared, len(fill) - 1)
+            place = _place(free, self._slots, fill if reuse else [])
+            best = place.slot
+            keep = min(place.keep, len(fill) - 1)
+            seed = min(place.seed, len(fill) - 1)
             # Room in the pool for the rest of the prompt and a first stretch of answer (the
             # other choices share the prompt's cells).
             reserve = min(leader.request.max_tokens, 64) * len(group)
-            if not self._make_room(len(fill) - keep + reserve, best, keep):
+            if not self._make_room(len(fill) - max(keep, seed) + reserve, best, keep):
                 return
             self._waiting.popleft()
-            self._trim(best, keep)
+            if place.source is not None and seed > keep:
+                # making room may have dropped an idle source's tokens
+                seed = min(seed, common_prefix_len(place.source.cached, fill))
+            if place.source is not None and seed > keep:
+                keep = self._seed(best, place.source, seed)
+            else:
+                self._trim(best, keep)
             self._attach(leader, best, keep)
             free.remove(best)
             free.sort(key=lambda s: s.last_used)
             for job, slot in zip(group[1:], free, strict=False):
                 self._trim(slot, 0)
                 self._attach(job, slot, 0)
+
+    def _seed(self, slot: Slot, source: Slot, n: int) -> int:
+        """Give `slot` a copy of the first `n` tokens `source` holds (a running sequence's or an
+        idle one's): the KV of a shared system prompt or document, or of the same prompt again,
+        without prefilling it and without taking it from the sequence that holds it. Across
+        llama.cpp's per-sequence streams a copy moves a whole stream (done at the next decode):
+        about what one token of prefill costs, whatever `n`. Returns the tokens `slot` now has."""
+        lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        lc.llama_memory_seq_cp(self._mem, source.seq_id, slot.seq_id, -1, -1)
+        slot.cached = list(source.cached)
+        self._trim(slot, n)
+        self._prefix_copies += 1
+        return len(slot.cached)
 
     def _free_cells(self) -> int:
         """Cells nobody holds or is about to: the pool less every sequence's tokens (idle ones'
@@ -784,23 +807,48 @@ class Engine:
         log.info("engine %s stopped", self.name)
 
 
-def _pick_slot(free: list[Slot], prompt: list[int]) -> tuple[Slot, int]:
-    """The free sequence to run `prompt` in, and how many of its cached tokens it can keep.
+#: Fewest shared tokens worth a copy from another sequence: a copy across llama.cpp's
+#: per-sequence streams moves a whole stream, which costs about one token of prefill.
+MIN_SEED = 16
+#: A free sequence still holds the prompt's own conversation when all it holds but this many
+#: tokens is the prompt's start (a template may render the end of an answer differently).
+CONTINUE_SLACK = 4
 
-    First a sequence sharing a substantial prefix with the prompt: at least half of what it
-    holds (the same conversation's next turn) or at least half of the prompt (the same prompt
-    again, a long shared system prompt), the longest shared prefix first. Else an empty one, so
-    that no other conversation loses its cache. Else the least recently used one. Taking a
-    sequence that shares only a short preamble (the template's first tokens) with a long prompt
-    would throw away another conversation's history to save a few tokens.
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a new prompt runs: `slot` keeps its first `keep` tokens, or when `source` is set,
+    gets a copy of `source`'s first `seed` tokens instead."""
+
+    slot: Slot
+    keep: int
+    source: Slot | None = None
+    seed: int = 0
+
+
+def _place(free: list[Slot], slots: list[Slot], prompt: list[int]) -> Placement:
+    """The free sequence to run `prompt` in, what it keeps, and what it copies.
+
+    First a free sequence holding the start of the prompt's own conversation: all it holds but
+    at most `CONTINUE_SLACK` tokens is the prompt's start (the longest first). The next turn goes
+    on in place. Else an empty sequence, else the least recently used one, so that no other
+    conversation loses its cache to a prompt that shares only part of it. That sequence then
+    gets a copy of the longest prefix any sequence holds (running or idle: a shared system prompt
+    or document, the same prompt asked again), when it is `MIN_SEED` tokens longer than its own.
     """
+    shared = {id(s): common_prefix_len(s.cached, prompt) for s in slots}
 
-    def rank(slot: Slot) -> tuple[int, int, float, int]:
-        shared = common_prefix_len(slot.cached, prompt)
-        if shared and 2 * shared >= min(len(slot.cached), len(prompt)):
-            return (2, shared, 0.0, shared)
-        return (0 if slot.cached else 1, 0, -slot.last_used, shared)
+    def rank(slot: Slot) -> tuple[int, int, float]:
+        n = shared[id(slot)]
+        if n and len(slot.cached) - n <= CONTINUE_SLACK:
+            return (2, n, 0.0)
+        return (0 if slot.cached else 1, 0, -slot.last_used)
 
-    ranked = [(rank(slot), slot) for slot in free]
-    key, best = max(ranked, key=lambda pair: pair[0][:3])
-    return best, key[3]
+    best = max(free, key=rank)
+    own = shared[id(best)]
+    if rank(best)[0] == 2:
+        return Placement(best, own)
+    source = max((s for s in slots if s is not best), key=lambda s: shared[id(s)], default=None)
+    if source is not None and shared[id(source)] >= own + MIN_SEED:
+        return Placement(best, own, source, shared[id(source)])
+    return Placement(best, own)

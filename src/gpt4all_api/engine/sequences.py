@@ -123,4 +123,5 @@ class EngineStats:
     draft_tokens: int = 0  # tokens drafted by prompt lookup and verified
     draft_accepted: int = 0  # of those, the ones the model agreed with
     preempted: int = 0  # sequences sent back to wait when the KV pool ran short
+    prefix_copies: int = 0  # prompts started from a copy of another sequence's prefix
     threads: int = 0  # decode threads now
