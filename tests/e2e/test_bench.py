@@ -167,11 +167,19 @@ def test_bench_compare_with_llama_server_a_variant_the_hog_and_a_profile(tmp_pat
         "--hog", "1",
         "--profile", str(prof),
         "--profile-format", "raw",
+        "--rounds", "2",
         "--json", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     names = ["gpt4all-api", "gpt4all-api [passive]", "llama-server"]
+    # then 2 rounds with all three up: each ran the level once a round
+    assert list(data["interleaved"]) == names
+    for by_level in data["interleaved"].values():
+        assert [lv["errors"] for lv in by_level["2"]] == [0, 0]
+        assert all(lv["output_tokens"] > 0 for lv in by_level["2"])
+    assert "## Interleaved rounds (2:" in proc.stdout
+    assert "2 client(s): >= 1.0x llama-server" not in proc.stdout  # only 1, 8, 16, 32 are goals
     assert list(data["servers"]) == names
     assert data["options"]["parallel"] == 2  # every server gets the top level's slots
     for srv in data["servers"].values():

@@ -3,6 +3,7 @@ command lines and report rows from canned numbers (no server, no timing)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -240,3 +241,23 @@ def test_the_report_rows(tmp_path: Path) -> None:
     assert data["servers"][OURS]["hog_levels"][0]["tokens_per_s"] == 45
     r.servers[OURS].grounded[1].records[0].text = "different"
     assert grounded_identical(r) is False
+
+
+def test_interleaved_rounds_give_the_median_of_round_by_round_ratios(tmp_path: Path) -> None:
+    r = report(tmp_path)
+    r.config = dataclasses.replace(r.config, rounds=3)
+    r.interleaved = {
+        OURS: {8: [level(8, 100, 0.1, 0), level(8, 90, 0.1, 0), level(8, 140, 0.2, 0)]},
+        LLAMA_SERVER: {8: [level(8, 100, 0.1, 0), level(8, 100, 0.1, 0), level(8, 100, 0.3, 0)]},
+    }
+    assert r.round_ratios(OURS, LLAMA_SERVER, 8) == pytest.approx([1.0, 0.9, 1.4])
+    text = compare_text(r)
+    assert "## Interleaved rounds (3:" in text
+    assert "| 8 | gpt4all-api | 100.0, 90.0, 140.0 | 100.0 | 1.00x (0.90-1.40) | 100 |" in text
+    assert "| 8 | llama-server | 100.0, 100.0, 100.0 | 100.0 | - | 100 |" in text
+    met = {what: (value, ok) for what, value, ok in targets(r)}
+    # the rounds decide the target where they ran; the sequential pass decides the others
+    assert met["8 client(s): >= 1.0x llama-server (median of 3 rounds)"] == ("1.00x", True)
+    assert met["16 client(s): >= 1.0x llama-server"] == ("0.88x", False)
+    data = json.loads(json.dumps(to_json(r)))
+    assert data["interleaved"][OURS]["8"][2]["tokens_per_s"] == 140

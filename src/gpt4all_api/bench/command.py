@@ -153,6 +153,13 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 @click.option(
     "--raw-reps", default=3, show_default=True, help="Raw decode repetitions (0: skip it)."
 )
+@click.option(
+    "--rounds",
+    default=0,
+    show_default=True,
+    help="With --compare: then run every level this many more times with all servers up, "
+    "each server in turn (the order alternating), and give the ratios' medians.",
+)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="With --compare: PNG.")
 def bench(**o: Any) -> None:
@@ -190,6 +197,7 @@ def bench(**o: Any) -> None:
         hog=o["hog"],
         grounded_passes=o["grounded_passes"] if o["compare"] else 0,
         grounded_max_tokens=o["grounded_max_tokens"],
+        rounds=o["rounds"] if o["compare"] else 0,
     )
 
     def say(msg: str) -> None:

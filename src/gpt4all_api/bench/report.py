@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,37 @@ def compare_table(report: CompareReport) -> str:
             rows.append(
                 f"| {c} | {name} | {_tps(a)} | {_ratio(_v(a), _v(b))} | {_ms(a.ttft_p50)} "
                 f"| {_ms(a.ttft_p95)} | {_ms(a.itl_p50)} | {rss} | {a.errors} |"
+            )
+    return "\n".join(rows)
+
+
+def rounds_table(report: CompareReport) -> str:
+    """Tokens/s of every server in each interleaved round, their median, and the median of the
+    round-by-round ratios to the reference."""
+    ref_name = reference(report)
+    n = report.config.rounds
+    rows = [
+        f"| clients | server | tok/s, rounds 1-{n} | median tok/s | ÷ {ref_name or '-'}, "
+        "median of rounds (min-max) | TTFT p50 ms, median |",
+        "|---:|---|---|---:|---:|---:|",
+    ]
+    for c in report.config.levels:
+        for name, by_level in report.interleaved.items():
+            runs = by_level.get(c, [])
+            if not runs:
+                continue
+            tps = [lv.tokens_per_s for lv in runs]
+            ratios = report.round_ratios(name, ref_name, c) if ref_name else []
+            spread = (
+                f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+                if ratios and name != ref_name
+                else "-"
+            )
+            ttft = [t for lv in runs if (t := lv.ttft_p50) is not None]
+            rows.append(
+                f"| {c} | {name} | {', '.join(f'{x:.1f}' for x in tps)} "
+                f"| {statistics.median(tps):.1f} | {spread} "
+                f"| {_ms(statistics.median(ttft)) if ttft else '-'} |"
             )
     return "\n".join(rows)
 
@@ -243,6 +275,15 @@ def targets(report: CompareReport) -> list[tuple[str, str, bool | None]]:
         for n in report.config.levels:
             if n not in (1, 8, 16, 32):
                 continue
+            ratios = report.round_ratios(OURS, LLAMA_SERVER, n)
+            if ratios:  # interleaved rounds: the median of the round-by-round ratios
+                check(
+                    f"{n} client(s): >= 1.0x {LLAMA_SERVER} (median of {len(ratios)} rounds)",
+                    statistics.median(ratios),
+                    1.0,
+                    "{:.2f}x",
+                )
+                continue
             a, b = (ours.level(n) if ours else None), llama.level(n)
             check(
                 f"{n} client(s): >= 1.0x {LLAMA_SERVER}",
@@ -340,6 +381,14 @@ def compare_text(report: CompareReport) -> str:
         peak_rss_table(report),
         "",
     ]
+    if report.interleaved:
+        parts += [
+            f"## Interleaved rounds ({report.config.rounds}: every server up, each level run "
+            "by each server in turn, the order alternating)",
+            "",
+            rounds_table(report),
+            "",
+        ]
     if any(srv.grounded for srv in report.servers.values()):
         parts += [
             f"## Grounded workload (1 client, greedy, max_tokens "

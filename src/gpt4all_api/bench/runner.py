@@ -97,6 +97,10 @@ class BenchConfig:
     hog: int = 0  # with N > 0 every level runs again beside N busy-looping processes
     grounded_passes: int = 0  # passes over the grounded prompts (0: no grounded workload)
     grounded_max_tokens: int = 192
+    #: After the servers ran one after the other: this many rounds with every server up at once,
+    #: each level run by every server in turn (the order alternating round by round), so that
+    #: the ratios compare runs seconds apart rather than minutes on a noisy machine.
+    rounds: int = 0
 
     def requests_for(self, concurrency: int) -> int:
         return max(self.min_requests, concurrency * self.requests_per_client)
@@ -328,9 +332,19 @@ class CompareReport:
     machine: dict[str, Any]
     started: str
     duration_s: float = 0.0
+    #: With `rounds`: {server: {clients: [the level's result in each round]}}
+    interleaved: dict[str, dict[int, list[LevelResult]]] = field(default_factory=dict)
 
     def raw_for(self, n_seq: int) -> RawResult | None:
         return next((r for r in self.raw if r.n_seq == n_seq), None)
+
+    def round_ratios(self, name: str, reference: str, clients: int) -> list[float]:
+        """`name`'s tokens/s over `reference`'s, round by round, at one level."""
+        a = self.interleaved.get(name, {}).get(clients, [])
+        b = self.interleaved.get(reference, {}).get(clients, [])
+        return [
+            x.tokens_per_s / y.tokens_per_s for x, y in zip(a, b, strict=False) if y.tokens_per_s
+        ]
 
 
 def machine_info() -> dict[str, Any]:
@@ -435,10 +449,63 @@ def run_compare(
                             profiler=profiler,
                         )
                     )
+            if config.rounds > 0:
+                plan = server_plan(options, servers, variants)
+                report.interleaved = run_rounds(
+                    plan, config, options.model_path.name, Path(tmp), counter, say
+                )
     finally:
         model.close()
     report.duration_s = time.monotonic() - t0
     return report
+
+
+def run_rounds(
+    plan: list[tuple[str, Callable[[int], list[str]], dict[str, str], bool]],
+    config: BenchConfig,
+    model: str,
+    tmp: Path,
+    counter: TokenCounter,
+    say: Callable[[str], None],
+) -> dict[str, dict[int, list[LevelResult]]]:
+    """Every server up at once (idle ones wait without spinning); `config.rounds` rounds of
+    every level, each level run by every server in turn, the order reversed every other round.
+    Each server first answers the level prompts once, one client, unmeasured."""
+    out: dict[str, dict[int, list[LevelResult]]] = {name: {} for name, *_ in plan}
+    with contextlib.ExitStack() as stack:
+        running: list[ManagedServer] = []
+        for name, command, env, _ours in plan:
+            port = free_port()
+            slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+            log_path = tmp / f"{slug}-rounds.log"
+            server = ManagedServer(name, command(port), port, log_path, env=env or None)
+            running.append(stack.enter_context(server))
+        for server in running:
+            n = config.requests_for(1)
+            asyncio.run(run_level(server.base_url, model, 1, n, config.max_tokens, 300))
+        for r in range(config.rounds):
+            for c in config.levels:
+                order = running if r % 2 == 0 else running[::-1]
+                for server in order:
+                    records, wall = asyncio.run(
+                        run_level(
+                            server.base_url,
+                            model,
+                            c,
+                            config.requests_for(c),
+                            config.max_tokens,
+                            config.time_limit,
+                        )
+                    )
+                    _count(records, counter)
+                    lv = summarize(c, records, wall, "tokenizer")
+                    out[server.name].setdefault(c, []).append(lv)
+                    say(
+                        f"round {r + 1}/{config.rounds}, {server.name}: {c} clients, "
+                        f"{lv.tokens_per_s:.1f} tokens/s, TTFT p50 {_ms(lv.ttft_p50)}, "
+                        f"{lv.errors} errors"
+                    )
+    return out
 
 
 def server_plan(
