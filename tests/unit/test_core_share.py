@@ -95,3 +95,52 @@ def test_one_thread_has_nothing_to_give_up() -> None:
 def test_this_machine_has_a_proc_sample() -> None:
     busy, own = proc_sample()  # type: ignore[misc]
     assert busy > 0 and own >= 0
+
+
+def test_a_drop_that_decodes_slower_is_undone_and_not_tried_again_for_a_while() -> None:
+    """A client's bursts between our steps look like a process wanting a core, but taking a
+    thread away only slows us: the next window shows it, and the thread comes back."""
+    m = Machine()
+    share = m.share()
+    share.advise()
+    for _ in range(10):
+        share.record(16, 0.1)  # 160 tokens/s on 2 threads
+    m.run(1.0, ours=1.3, others=0.7)
+    assert share.advise() == 1
+    for _ in range(6):
+        share.record(16, 0.16)  # 100 tokens/s on 1 thread
+    m.run(1.0, ours=1.3, others=0.7)
+    assert share.advise() == 2  # undone
+    for _ in range(9):  # 9 more windows of the same: held at 2 threads (10 s)
+        share.record(16, 0.1)
+        m.run(1.0, ours=1.3, others=0.7)
+        assert share.advise() is None and share.threads == 2
+    share.record(16, 0.1)
+    m.run(1.0, ours=1.3, others=0.7)
+    assert share.advise() == 1  # tried again ...
+    share.record(16, 0.16)
+    m.run(1.0, ours=1.3, others=0.7)
+    assert share.advise() == 2  # ... missed again: now held twice as long
+    for _ in range(19):
+        share.record(16, 0.1)
+        m.run(1.0, ours=1.3, others=0.7)
+        assert share.advise() is None
+    share.record(16, 0.1)
+    m.run(1.0, ours=1.3, others=0.7)
+    assert share.advise() == 1
+
+
+def test_a_drop_that_pays_stays() -> None:
+    """Beside a hog two spinning threads collapse; one thread decodes faster and keeps going."""
+    m = Machine()
+    share = m.share()
+    share.advise()
+    share.record(16, 2.0)  # 8 tokens/s: the collapse
+    m.run(1.0, ours=1.3, others=0.7)
+    assert share.advise() == 1
+    for _ in range(8):
+        share.record(16, 0.25)  # 64 tokens/s on one thread
+    m.run(1.0, ours=1.0, others=1.0)
+    assert share.advise() is None and share.threads == 1
+    m.run(1.0, ours=1.0, others=1.0)
+    assert share.advise() is None and share.threads == 1

@@ -11,6 +11,11 @@ processes used over the last second: `/proc/stat` (every process) less `/proc/se
 
 Down at once when the others use ~0.6 of a core or more beyond what we left them, back up
 only when they use under ~0.3: a hog beside the server costs it one core, not the collapse.
+A drop is then checked against what it gives: the engine reports each decode's tokens and time
+(`record`), and when fewer threads decoded more than `KEEP_SLOWER` slower over the window after
+the drop than over the window before it (the others were a client's bursts between our steps,
+not a process that wants a core all the time), the thread comes back and no drop is tried for
+a while, 10 s, then twice as long after each such miss, up to 160 s.
 Linux only; elsewhere (no `/proc`) the thread count stays as configured.
 """
 
@@ -32,6 +37,9 @@ WINDOW = 1.0  # seconds between two looks
 DOWN_AT = 0.6  # cores the others use that make us give one up
 UP_BELOW = 0.3  # ... and that they must use less than before we take it back
 IDLE = 5.0  # idle longer than this (seconds): the window starts again with the next step
+KEEP_SLOWER = 0.9  # a drop stays if it keeps this share of the decode rate before it
+HOLD = 10.0  # seconds without a drop after one that did not pay; doubles each miss ...
+HOLD_MAX = 160.0  # ... up to this
 
 
 def proc_sample() -> Sample | None:
@@ -71,6 +79,17 @@ class CoreShare:
         self._idle_since: float | None = None
         self.others = 0.0  # cores the other processes used over the last window
         self.enabled = threads > 1 and sample() is not None
+        self._tokens = 0  # decoded in this window ...
+        self._seconds = 0.0  # ... in this much decode time
+        #: (tokens/s of decode, threads) in the window before a drop, checked after the next one
+        self._before: tuple[float, int] | None = None
+        self._hold = HOLD
+        self._hold_until = -math.inf
+
+    def record(self, tokens: int, seconds: float) -> None:
+        """One decode: its batch's tokens and how long it took (engine thread)."""
+        self._tokens += tokens
+        self._seconds += seconds
 
     def idle(self) -> None:
         """The engine has nothing to decode. After `IDLE` seconds of that the next window
@@ -95,20 +114,38 @@ class CoreShare:
         if sample is None:
             return None
         last, self._last = self._last, (now, sample)
+        rate = self._tokens / self._seconds if self._seconds > 0 and self._tokens else None
+        self._tokens, self._seconds = 0, 0.0
         if last is None:
             return None
         seconds = now - last[0]
         busy = (sample[0] - last[1][0]) / self._ticks / seconds
         ours = (sample[1] - last[1][1]) / self._ticks / seconds
         self.others = max(0.0, busy - ours)
+        before, self._before = self._before, None
+        if before is not None and rate is not None and rate < KEEP_SLOWER * before[0]:
+            # the window since the drop decoded slower than the one before it: undo it
+            self._hold_until = now + self._hold
+            log.info(
+                "fewer decode threads were slower (%.0f against %.0f tokens/s): back to %d "
+                "threads, no drop for %.0f s",
+                rate,
+                before[0],
+                before[1],
+                self._hold,
+            )
+            self._hold = min(HOLD_MAX, 2 * self._hold)
+            self.threads = before[1]
+            return self.threads
         # cores the others leave: room for that many threads of ours
         down = self.cores - math.floor(self.others + 1 - DOWN_AT)
         up = self.cores - math.floor(self.others + 1 - UP_BELOW)
         want = self.threads
-        if down < self.threads:
+        if down < self.threads and now >= self._hold_until:
             want = down
         elif up > self.threads:
             want = up
+            self._hold = HOLD  # the others went quiet: a later drop gets a fresh start
         want = max(1, min(self.max_threads, want))
         if want == self.threads:
             return None
@@ -118,5 +155,7 @@ class CoreShare:
             want,
             self.threads,
         )
+        if want < self.threads and rate is not None:
+            self._before = (rate, self.threads)
         self.threads = want
         return want

@@ -546,8 +546,10 @@ class Engine:
         for job in [j for j in self._active if j.batch_index >= 0]:
             if not job.done:
                 self._verify(job)
+        took = time.perf_counter() - started
+        if self._cores is not None:
+            self._cores.record(n, took)
         if generating and n == generation_only:
-            took = time.perf_counter() - started
             self._payoff.record(len(generating), drafted > 0, self._generated - emitted, took)
 
     def _verify(self, job: Job) -> None:
