@@ -55,6 +55,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         batch_size=settings.batch_size,
         threads=settings.threads,
         share_cores=settings.share_cores,
+        lazy_kv=settings.lazy_kv,
         max_queue=settings.max_queue,
         kv_cache_type=settings.kv_cache_type,
         kv_unified=settings.kv_unified,

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
         description="Decode on fewer threads while other processes use cores (Linux; the "
         "threads spin at their barriers, which collapses when a core is taken).",
     )
+    lazy_kv: bool = Field(
+        True,
+        validation_alias=_env("lazy_kv"),
+        description="Give the KV cache's pages back to the system until sequences write them "
+        "(Linux): resident memory follows the tokens held, not slots x context.",
+    )
     parallel: int = Field(
         16,
         ge=1,

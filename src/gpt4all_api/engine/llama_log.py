@@ -35,8 +35,11 @@ class Buffers:
 
     sizes: dict[tuple[str, str], int] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    outer: Buffers | None = None  # a capture around this one sees its lines too
 
     def add_line(self, text: str) -> None:
+        if self.outer is not None:
+            self.outer.add_line(text)
         self.lines.append(text)
         m = _BUFFER.search(text)
         if m:
@@ -78,9 +81,9 @@ def install() -> None:
 
 @contextlib.contextmanager
 def capture() -> Iterator[Buffers]:
-    """Collect what llama.cpp logs on this thread while the block runs."""
+    """Collect what llama.cpp logs on this thread while the block runs (captures nest)."""
     previous = getattr(_local, "buffers", None)
-    buffers = Buffers()
+    buffers = Buffers(outer=previous)
     _local.buffers = buffers
     try:
         yield buffers

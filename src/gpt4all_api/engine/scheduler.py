@@ -29,6 +29,7 @@ import time
 import llama_cpp as lc
 
 from ..errors import APIError, EngineError, InvalidRequest, Overloaded
+from . import kv_pages, llama_log
 from .cores import CoreShare
 from .logprobs import LogprobReader
 from .lookup import DraftPayoff, PromptLookup
@@ -86,9 +87,15 @@ class Engine:
             params.type_k = params.type_v = lc.GGML_TYPE_Q8_0
             params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.no_perf = True
-        self._ctx = lc.llama_init_from_model(model.ptr, params)
+        regions = kv_pages.anonymous_regions() if config.lazy_kv else set()
+        with llama_log.capture() as buffers:
+            self._ctx = lc.llama_init_from_model(model.ptr, params)
         if not self._ctx:
             raise EngineError(f"llama.cpp could not create a context for {self.name}")
+        host_kv = sum(n for (b, kind), n in buffers.sizes.items() if kind == "KV" and b == "CPU")
+        if config.lazy_kv and host_kv:
+            freed = kv_pages.release(regions, host_kv)
+            log.info("%s: %d MiB of KV cache pages wait to be written", self.name, freed >> 20)
         self.unified = config.kv_unified
         self.n_cells = lc.llama_n_ctx(self._ctx)  # all sequences' cells
         self.n_ctx_seq = min(lc.llama_n_ctx_seq(self._ctx), n_ctx_seq)

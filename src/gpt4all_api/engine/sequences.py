@@ -27,6 +27,7 @@ class EngineConfig:
     batch_size: int = 512
     threads: int = 2
     share_cores: bool = True  # fewer threads while other processes use cores (cores.py)
+    lazy_kv: bool = True  # the KV cache's pages are given back until written (kv_pages.py)
     max_queue: int = 0  # 0: unbounded
     kv_cache_type: str = "q8_0"  # "f16" or "q8_0" (half the memory; needs flash attention)
     #: One KV pool shared by all sequences (llama.cpp's unified KV cache) instead of a fixed
