@@ -4,7 +4,9 @@ and its greedy answers are the ones a server holding the whole cache gives."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -59,8 +61,13 @@ def test_the_cache_takes_ram_as_it_is_written_and_answers_do_not_change(
     lazy: ServerProcess, embedded_model: Path, tmp_path: Path
 ) -> None:
     answers = [ask(lazy, i) for i in range(4)]
+    with ThreadPoolExecutor(8) as pool:  # every sequence used once, each one a prefix copy
+        list(pool.map(lambda i: ask(lazy, i), range(4, 20)))
+    body = HTTP.get(lazy.base_url + "/metrics").text
+    copies = re.search(r"^gpt4all_api_prefix_copies_total\{[^}]*\} (\S+)$", body, re.M)
+    assert copies and float(copies.group(1)) >= 8  # the copies wrote only the cells they hold
     held = rss_mb(lazy)
-    assert held < 0.4 * KV_MB, (held, KV_MB)  # the model, Python, a few hundred cells
+    assert held < 0.2 * KV_MB, (held, KV_MB)  # the model, Python, a few hundred cells each
     assert "MiB of KV cache pages wait to be written" in lazy.log_path.read_text()
     whole = start(tmp_path, embedded_model, "--no-lazy-kv").start()
     try:

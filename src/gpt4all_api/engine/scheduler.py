@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import dataclasses
 import logging
 import queue
@@ -368,15 +369,33 @@ class Engine:
     def _seed(self, slot: Slot, source: Slot, n: int) -> int:
         """Give `slot` a copy of the first `n` tokens `source` holds (a running sequence's or an
         idle one's): the KV of a shared system prompt or document, or of the same prompt again,
-        without prefilling it and without taking it from the sequence that holds it. Across
-        llama.cpp's per-sequence streams a copy moves a whole stream (done at the next decode):
-        about what one token of prefill costs, whatever `n`. Returns the tokens `slot` now has."""
-        lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-        lc.llama_memory_seq_cp(self._mem, source.seq_id, slot.seq_id, -1, -1)
-        slot.cached = list(source.cached)
+        without prefilling it and without taking it from the sequence that holds it. Returns the
+        tokens `slot` now has."""
+        if not self._copy_seq(source, slot):
+            return 0
         self._trim(slot, n)
         self._prefix_copies += 1
         return len(slot.cached)
+
+    def _copy_seq(self, source: Slot, slot: Slot) -> bool:
+        """`slot` holds what `source` holds. In the shared pool the cells are shared (no copy).
+        Across llama.cpp's per-sequence streams `llama_memory_seq_cp` would copy the whole
+        stream, writing every page of it (`lazy_kv` would lose them): the cells `source` holds
+        go over through llama.cpp's sequence state instead, written into `slot`'s first cells."""
+        lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        slot.cached = []
+        if self.unified:
+            lc.llama_memory_seq_cp(self._mem, source.seq_id, slot.seq_id, -1, -1)
+        else:
+            size = lc.llama_state_seq_get_size(self._ctx, source.seq_id)
+            state = (ctypes.c_uint8 * size)()
+            got = lc.llama_state_seq_get_data(self._ctx, state, size, source.seq_id)
+            if not got or not lc.llama_state_seq_set_data(self._ctx, state, got, slot.seq_id):
+                log.warning("%s: could not copy a sequence's KV; prefilling instead", self.name)
+                lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                return False
+        slot.cached = list(source.cached)
+        return True
 
     def _free_cells(self) -> int:
         """Cells nobody holds or is about to: the pool less every sequence's tokens (idle ones'
@@ -612,9 +631,10 @@ class Engine:
         for f in leader.followers:
             if f.done or f.slot is None:
                 continue
-            lc.llama_memory_seq_rm(self._mem, f.slot.seq_id, -1, -1)
-            lc.llama_memory_seq_cp(self._mem, leader.slot.seq_id, f.slot.seq_id, -1, -1)
-            f.slot.cached = list(leader.slot.cached)
+            if not self._copy_seq(leader.slot, f.slot):
+                f.handle.push(ErrorEvent(EngineError("could not copy the prompt's KV")))
+                self._finish(f, None)  # cannot happen with a healthy context
+                continue
             f.cached_tokens = leader.cached_tokens
             f.batch_index = leader.batch_index
             f.leader = None
