@@ -408,11 +408,7 @@ def run_compare(
             say(f"raw decode, {n} sequences: {raw.tokens_per_s:.1f} tokens/s")
         with tempfile.TemporaryDirectory(prefix="gpt4all-bench-") as tmp:
             for name, command, env, ours in server_plan(options, servers, variants):
-                port = free_port()
-                slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
-                server = ManagedServer(
-                    name, command(port), port, Path(tmp) / f"{slug}.log", env=env or None
-                )
+                server = planned_server(name, command, env, Path(tmp) / "{}.log")
                 grounded: tuple[tuple[str, dict[str, Any] | None], ...] = (
                     (
                         ("prompt lookup on", None),  # the default: drafts where they pay
@@ -460,6 +456,17 @@ def run_compare(
     return report
 
 
+def planned_server(
+    name: str, command: Callable[[int], list[str]], env: dict[str, str], log_path: Path
+) -> ManagedServer:
+    """A server of the plan on a free port, logging to `log_path` (its `{}` is the name, made
+    safe for a file name)."""
+    port = free_port()
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+    log_file = log_path.with_name(log_path.name.format(slug))
+    return ManagedServer(name, command(port), port, log_file, env=env or None)
+
+
 def run_rounds(
     plan: list[tuple[str, Callable[[int], list[str]], dict[str, str], bool]],
     config: BenchConfig,
@@ -475,10 +482,7 @@ def run_rounds(
     with contextlib.ExitStack() as stack:
         running: list[ManagedServer] = []
         for name, command, env, _ours in plan:
-            port = free_port()
-            slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
-            log_path = tmp / f"{slug}-rounds.log"
-            server = ManagedServer(name, command(port), port, log_path, env=env or None)
+            server = planned_server(name, command, env, tmp / "{}-rounds.log")
             running.append(stack.enter_context(server))
         for server in running:
             n = config.requests_for(1)

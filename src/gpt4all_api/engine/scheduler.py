@@ -352,7 +352,7 @@ class Engine:
             if not self._make_room(len(fill) - max(keep, seed) + reserve, best, keep):
                 return
             self._waiting.popleft()
-            if place.source is not None and seed > keep:
+            if place.source is not None:
                 # making room may have dropped an idle source's tokens
                 seed = min(seed, common_prefix_len(place.source.cached, fill))
             if place.source is not None and seed > keep:
@@ -836,8 +836,8 @@ class Engine:
         log.info("engine %s stopped", self.name)
 
 
-#: Fewest shared tokens worth a copy from another sequence: a copy across llama.cpp's
-#: per-sequence streams moves a whole stream, which costs about one token of prefill.
+#: Fewest shared tokens worth a copy from another sequence: a copy moves the source's cells
+#: (memory, no compute), far cheaper per token than prefilling them.
 MIN_SEED = 16
 #: A free sequence still holds the prompt's own conversation when all it holds but this many
 #: tokens is the prompt's start (a template may render the end of an answer differently).
