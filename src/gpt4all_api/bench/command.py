@@ -165,9 +165,10 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 def bench(**o: Any) -> None:
     """Measure throughput and latency of an OpenAI-compatible server under concurrent load.
 
-    Closed-loop clients send streamed chat requests (temperature 0) at each concurrency level;
-    each level reports output tokens/s, requests/s, time to first token and inter-token latency
-    (p50/p95) and errors. Every level is bounded by its request count and --time-limit.
+    Closed-loop clients send streamed chat requests (temperature 0, repeat_penalty 1) at each
+    concurrency level; each level reports output tokens/s, requests/s, time to first token and
+    inter-token latency (p50/p95) and errors. Every level is bounded by its request count and
+    --time-limit.
     """
     from ..engine.model import Model
     from ..library.store import embedded_model_path

@@ -72,10 +72,14 @@ async def stream_chat(
     extra: dict[str, Any] | None = None,
 ) -> RequestRecord:
     """One streamed chat completion, timing every content chunk. Never raises for HTTP trouble."""
+    # Every server gets the same sampling: greedy, and no repetition penalty. Left out, the
+    # penalty would differ (GPT4All's 1.18 here, llama-cpp-python's 1.1, llama-server's 1.0), and
+    # so would the answers, their lengths and the work per token.
     body: dict[str, Any] = {
         "messages": messages,
         "max_tokens": max_tokens,
         "temperature": 0,
+        "repeat_penalty": 1.0,
         "stream": True,
         "stream_options": {"include_usage": True},
         **(extra or {}),

@@ -651,7 +651,7 @@ class Engine:
         logprob = None
         if job.forced:
             token = job.forced.popleft()
-            lc.llama_sampler_accept(job.chain.ptr, token)
+            job.chain.accept(token)
         else:
             token = job.chain.sample(self._ctx, job.batch_index)
             if self.model.is_eog(token):
