@@ -75,3 +75,30 @@ def test_a_short_shared_prefix_is_not_worth_a_copy() -> None:
     slots = [Slot(0, short + list(range(50)), last_used=1.0), Slot(1)]
     place = _place(slots, slots, [*short, 9, 9, 9])
     assert place.slot.seq_id == 1 and place.source is None and place.keep == 0
+
+
+def test_beside_busy_sequences_a_new_prompt_keeps_them_consecutive() -> None:
+    """Each run of consecutive busy sequence ids costs a pass over the weights in every step:
+    the prompt goes next to the busy ones, and its conversation, held further away, is copied
+    there instead of being continued in place."""
+    a = conversation(1)
+    slots = [Slot(i, conversation(10 + i), last_used=float(i)) for i in range(8)]
+    slots[6] = Slot(6, list(a), last_used=0.5)
+    free = [slots[3], slots[6], slots[7]]
+    place = _place(free, slots, [*a, 7, 8, 9], busy={0, 1, 2})
+    assert place.slot.seq_id == 3
+    assert place.source is slots[6] and place.seed == len(a)
+    # with nothing busy, or one pool for every sequence, the conversation goes on in place
+    for busy in (set(), None):
+        place = _place(free, slots, [*a, 7, 8, 9], busy=busy)
+        assert place.slot.seq_id == 6 and place.keep == len(a) and place.source is None
+
+
+def test_a_sequence_that_joins_two_runs_of_busy_ones_comes_first() -> None:
+    slots = [Slot(i) for i in range(8)]
+    free = [slots[2], slots[5], slots[7]]
+    assert _place(free, slots, conversation(1), busy={0, 1, 3, 4}).slot.seq_id == 2
+    # extending a run beats starting a new one, even for an empty sequence further away
+    slots[6] = Slot(6, conversation(2), last_used=1.0)
+    free = [slots[5], slots[7]]
+    assert _place(free, slots, conversation(3), busy={0, 1, 2, 3, 4}).slot.seq_id == 5

@@ -342,7 +342,8 @@ class Engine:
             leader = group[0]
             fill = leader.fill
             reuse = not leader.request.echo_logprobs  # scoring needs logits of every token
-            place = _place(free, self._slots, fill if reuse else [])
+            busy = None if self.unified else {s.seq_id for s in self._slots if s.job is not None}
+            place = _place(free, self._slots, fill if reuse else [], busy)
             best = place.slot
             keep = min(place.keep, len(fill) - 1)
             seed = min(place.seed, len(fill) - 1)
@@ -361,8 +362,13 @@ class Engine:
                 self._trim(best, keep)
             self._attach(leader, best, keep)
             free.remove(best)
-            free.sort(key=lambda s: s.last_used)
-            for job, slot in zip(group[1:], free, strict=False):
+            if busy is not None:
+                busy.add(best.seq_id)
+            for job in group[1:]:
+                slot = min(free, key=lambda s: (_runs_added(busy, s.seq_id), s.last_used))
+                free.remove(slot)
+                if busy is not None:
+                    busy.add(slot.seq_id)
                 self._trim(slot, 0)
                 self._attach(job, slot, 0)
 
@@ -431,12 +437,17 @@ class Engine:
         return False
 
     def _generating(self) -> list[Job]:
-        """The jobs whose next token goes into this step (their prompt is in the KV)."""
-        return [
+        """The jobs whose next token goes into this step (their prompt is in the KV), in the
+        order of their sequences: across per-sequence streams llama.cpp puts into one ubatch
+        (one pass over the weights) only tokens whose sequence ids follow each other, in batch
+        order, so any other order splits the step into several passes."""
+        jobs = [
             j
             for j in self._active
             if j.pending is not None and j.slot is not None and len(j.slot.cached) >= len(j.fill)
         ]
+        jobs.sort(key=lambda j: j.slot.seq_id if j.slot is not None else -1)
+        return jobs
 
     def _preempt(self) -> bool:
         """Make a cell for every generating sequence's next token, if need be by sending the
@@ -855,28 +866,46 @@ class Placement:
     seed: int = 0
 
 
-def _place(free: list[Slot], slots: list[Slot], prompt: list[int]) -> Placement:
+def _runs_added(busy: set[int] | None, seq_id: int) -> int:
+    """How many more runs of consecutive ids the busy sequences make once `seq_id` is busy too
+    (1: a new run, 0: it extends one, -1: it joins two). 0 without streams (`busy` None)."""
+    if busy is None:
+        return 0
+    return 1 - (seq_id - 1 in busy) - (seq_id + 1 in busy)
+
+
+def _place(
+    free: list[Slot], slots: list[Slot], prompt: list[int], busy: set[int] | None = None
+) -> Placement:
     """The free sequence to run `prompt` in, what it keeps, and what it copies.
 
-    First a free sequence holding the start of the prompt's own conversation: all it holds but
-    at most `CONTINUE_SLACK` tokens is the prompt's start (the longest first). The next turn goes
-    on in place. Else an empty sequence, else the least recently used one, so that no other
-    conversation loses its cache to a prompt that shares only part of it. That sequence then
-    gets a copy of the longest prefix any sequence holds (running or idle: a shared system prompt
-    or document, the same prompt asked again), when it is `MIN_SEED` tokens longer than its own.
+    With per-sequence streams (`busy`: the ids of the busy sequences) first a sequence that
+    keeps the busy ones in as few runs of consecutive ids as it can: each run is a pass over
+    the model's weights in every step (`Engine._generating`), which costs about what a
+    one-sequence step costs, for as long as the answers run; a copy of the KV a prompt shares
+    with another sequence costs a memory copy, once.
+    Among those, a free sequence holding the start of the prompt's own conversation: all it
+    holds but at most `CONTINUE_SLACK` tokens is the prompt's start (the longest first). The
+    next turn goes on in place. Else an empty sequence, else the least recently used one, so
+    that no other conversation loses its cache to a prompt that shares only part of it. That
+    sequence then gets a copy of the longest prefix any sequence holds (running or idle: a
+    shared system prompt or document, the conversation held elsewhere, the same prompt asked
+    again), when it is `MIN_SEED` tokens longer than its own.
     """
     shared = {id(s): common_prefix_len(s.cached, prompt) for s in slots}
 
-    def rank(slot: Slot) -> tuple[int, int, float]:
+    def holds_conversation(slot: Slot) -> bool:
         n = shared[id(slot)]
-        if n and len(slot.cached) - n <= CONTINUE_SLACK:
-            return (2, n, 0.0)
-        return (0 if slot.cached else 1, 0, -slot.last_used)
+        return bool(n) and len(slot.cached) - n <= CONTINUE_SLACK
+
+    def rank(slot: Slot) -> tuple[int, int, int, float]:
+        runs = -_runs_added(busy, slot.seq_id)
+        if holds_conversation(slot):
+            return (runs, 2, shared[id(slot)], 0.0)
+        return (runs, 0 if slot.cached else 1, 0, -slot.last_used)
 
     best = max(free, key=rank)
     own = shared[id(best)]
-    if rank(best)[0] == 2:
-        return Placement(best, own)
     source = max((s for s in slots if s is not best), key=lambda s: shared[id(s)], default=None)
     if source is not None and shared[id(source)] >= own + MIN_SEED:
         return Placement(best, own, source, shared[id(source)])
