@@ -15,7 +15,7 @@ import llama_cpp as lc
 import numpy as np
 
 from .request import TokenLogprob
-from .sampling import SamplingParams
+from .sampling import SamplingParams, logit_bias_arrays, logits_row, penalized
 
 
 class LogprobReader:
@@ -31,19 +31,13 @@ class LogprobReader:
         params: SamplingParams,
         history: Sequence[int] = (),
     ) -> TokenLogprob:
-        ptr = lc.llama_get_logits_ith(self._ctx, batch_index)
-        logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float64)
+        logits = logits_row(self._ctx, batch_index, self._n_vocab).astype(np.float64)
         if params.logit_bias:
-            ids = np.fromiter(params.logit_bias.keys(), dtype=np.int64)
-            bias = np.fromiter(params.logit_bias.values(), dtype=np.float64)
-            bias[bias <= -100] = -np.inf
+            ids, bias = logit_bias_arrays(params, np.float64)
             logits[ids] += bias
         if history and params.uses_penalties and params.repeat_last_n != 0:
             ids, counts = np.unique(np.fromiter(history, dtype=np.int64), return_counts=True)
-            seen = logits[ids]
-            seen = np.where(seen > 0, seen / params.repeat_penalty, seen * params.repeat_penalty)
-            seen -= counts * params.frequency_penalty + params.presence_penalty
-            logits[ids] = seen
+            logits[ids] = penalized(logits[ids], counts, params)
         peak = logits.max()
         logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
         alternatives: tuple[tuple[int, float], ...] = ()

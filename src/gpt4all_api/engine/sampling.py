@@ -45,6 +45,31 @@ class SamplingParams:
         return dataclasses.replace(self, seed=seed & 0xFFFFFFFF)
 
 
+def logits_row(ctx: lc.llama_context_p, index: int, n_vocab: int) -> np.ndarray:
+    """The logits llama.cpp left for batch position `index`, as a NumPy view (not a copy)."""
+    return np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
+
+
+def penalized(seen: np.ndarray, counts: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """llama.cpp's repetition penalties, in `seen`'s precision, on the logits `seen` of tokens
+    that are `counts` times in the window: the repeat penalty divides a positive logit and
+    multiplies the others, then frequency (per occurrence) and presence (once) are taken off."""
+    f = seen.dtype.type
+    penalty = f(params.repeat_penalty)
+    out = np.where(seen <= 0, seen * penalty, seen / penalty)
+    if params.frequency_penalty or params.presence_penalty:
+        out -= counts.astype(seen.dtype) * f(params.frequency_penalty) + f(params.presence_penalty)
+    return out
+
+
+def logit_bias_arrays(params: SamplingParams, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """`logit_bias` as (token ids, biases); -100 and below bans the token (-inf)."""
+    ids = np.fromiter(params.logit_bias.keys(), dtype=np.intp)
+    bias = np.fromiter(params.logit_bias.values(), dtype=dtype)
+    bias[bias <= -100] = -np.inf
+    return ids, bias
+
+
 class SamplerChain:
     """One request's sampler: `logit_bias` and the repetition penalties are applied by the chain
     itself to the few logits they touch, the rest (grammar, truncation, temperature, the draw) by
@@ -67,10 +92,7 @@ class SamplerChain:
         chain_params.no_perf = True
         self.ptr = lc.llama_sampler_chain_init(chain_params)
         add = self._add
-        self._bias_ids = np.fromiter(params.logit_bias.keys(), dtype=np.intp)
-        self._bias = np.fromiter(
-            (-np.inf if b <= -100 else b for b in params.logit_bias.values()), dtype=np.float32
-        )
+        self._bias_ids, self._bias = logit_bias_arrays(params, np.float32)
         # The penalty window: the last `repeat_last_n` tokens (-1: all of them; 0: none).
         self._window: collections.deque[int] | None = None
         self._counts: dict[int, int] = {}
@@ -126,42 +148,32 @@ class SamplerChain:
 
     def sample(self, ctx: lc.llama_context_p, index: int) -> int:
         """Sample (and accept) the next token from the logits at batch position `index`."""
-        bias, counts = len(self._bias_ids), self._counts
-        if not bias and not counts:
-            if self._argmax:
-                token = int(self._row(ctx, index).argmax())
-            else:
-                token = lc.llama_sampler_sample(self.ptr, ctx, index)
-            self._remember(token)
-            return token
-        row = self._row(ctx, index)
-        ids = np.array(list(counts), dtype=np.intp)
-        touched = np.concatenate((self._bias_ids, ids)) if bias else ids
-        saved = row.take(touched)
-        try:
-            if bias:
-                row[self._bias_ids] += self._bias
-            if len(ids):
-                p = self.params
-                seen = row.take(ids)
-                penalty = np.float32(p.repeat_penalty)
-                seen = np.where(seen <= 0, seen * penalty, seen / penalty)
-                if p.frequency_penalty or p.presence_penalty:
-                    n = np.array(list(counts.values()), dtype=np.float32)
-                    seen -= n * np.float32(p.frequency_penalty) + np.float32(p.presence_penalty)
-                row.put(ids, seen)
-            if self._argmax:
-                token = int(row.argmax())
-            else:
-                token = lc.llama_sampler_sample(self.ptr, ctx, index)
-        finally:
-            row.put(touched, saved)
+        if len(self._bias_ids) or self._counts:
+            token = self._sample_shifted(ctx, index)
+        else:
+            token = self._pick(ctx, index)
         self._remember(token)
         return token
 
-    def _row(self, ctx: lc.llama_context_p, index: int) -> np.ndarray:
-        ptr = lc.llama_get_logits_ith(ctx, index)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+    def _sample_shifted(self, ctx: lc.llama_context_p, index: int) -> int:
+        """`_pick` with the bias and penalties on the logits they touch, put back after."""
+        row = logits_row(ctx, index, self.n_vocab)
+        ids = np.array(list(self._counts), dtype=np.intp)
+        touched = np.concatenate((self._bias_ids, ids))
+        saved = row.take(touched)
+        try:
+            row[self._bias_ids] += self._bias
+            if len(ids):
+                counts = np.array(list(self._counts.values()))
+                row.put(ids, penalized(row.take(ids), counts, self.params))
+            return self._pick(ctx, index, row)
+        finally:
+            row.put(touched, saved)
+
+    def _pick(self, ctx: lc.llama_context_p, index: int, row: np.ndarray | None = None) -> int:
+        if self._argmax:
+            return int((logits_row(ctx, index, self.n_vocab) if row is None else row).argmax())
+        return lc.llama_sampler_sample(self.ptr, ctx, index)
 
     def free(self) -> None:
         if self.ptr:
