@@ -894,14 +894,11 @@ def _place(
     """
     shared = {id(s): common_prefix_len(s.cached, prompt) for s in slots}
 
-    def holds_conversation(slot: Slot) -> bool:
-        n = shared[id(slot)]
-        return bool(n) and len(slot.cached) - n <= CONTINUE_SLACK
-
     def rank(slot: Slot) -> tuple[int, int, int, float]:
         runs = -_runs_added(busy, slot.seq_id)
-        if holds_conversation(slot):
-            return (runs, 2, shared[id(slot)], 0.0)
+        n = shared[id(slot)]
+        if n and len(slot.cached) - n <= CONTINUE_SLACK:  # it holds the prompt's conversation
+            return (runs, 2, n, 0.0)
         return (runs, 0 if slot.cached else 1, 0, -slot.last_used)
 
     best = max(free, key=rank)
