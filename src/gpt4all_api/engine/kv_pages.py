@@ -5,10 +5,13 @@ zeros, so a server with 16 sequences of 2,048 tokens holds all of their cache in
 start (400 MB for a 135M model with a q8_0 cache), used or not. A page of private anonymous
 memory that is all zeros reads the same after `madvise(MADV_DONTNEED)`: the kernel hands out a
 fresh zero page when it is next touched. So once the context exists, the engine finds the host
-KV buffer (the run of zero pages, in the memory mapped while the context was created, as long as
-the size llama.cpp logged for it) and gives those pages back; a sequence's pages come back as
-its cells are written. Resident memory then follows the tokens held, not the slots times their
-context. Linux only; anywhere the buffer is not found, nothing changes.
+KV buffer and gives those pages back; a sequence's pages come back as its cells are written.
+The buffer is the run of pages, in the memory mapped while the context was created, that are
+resident and all zeros (llama.cpp has just cleared it) and whose length is closest to the size
+llama.cpp logged for it. Pages never touched are not resident and never taken, so an untouched
+neighbour (an allocator's fresh arena, say) is not mistaken for it. Resident memory then follows
+the tokens held, not the slots times their context. Linux only; anywhere the buffer is not found,
+nothing changes.
 """
 
 from __future__ import annotations
@@ -50,17 +53,30 @@ def anonymous_regions(maps: str | None = None) -> set[Region]:
     return out
 
 
-def zero_run(zero: np.ndarray, need: int) -> tuple[int, int] | None:
-    """(first page, count) of the first run of at least `need` pages whose flag in `zero` is
-    set (the page is all zeros)."""
+def zero_runs(zero: np.ndarray) -> list[tuple[int, int]]:
+    """(first page, count) of every run of pages whose flag in `zero` is set."""
     if not zero.any():
-        return None
+        return []
     edges = np.diff(np.concatenate(([0], zero.astype(np.int8), [0])))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    for s, e in zip(starts, ends, strict=True):
-        if e - s >= need:
-            return int(s), int(e - s)
-    return None
+    return [(int(s), int(e - s)) for s, e in zip(starts, ends, strict=True)]
+
+
+def best_run(runs: list[tuple[int, int]], pages: int) -> tuple[int, int] | None:
+    """The run that can hold a buffer of `pages` pages (less its partial first and last page)
+    and whose length is closest to it; the earliest of equals."""
+    fits = [r for r in runs if r[1] >= pages - 2]
+    return min(fits, key=lambda r: abs(r[1] - pages)) if fits else None
+
+
+def resident_pages(start: int, end: int) -> np.ndarray | None:
+    """Which pages of [start, end) are in memory (mincore), None when it cannot be told."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    vec = np.zeros((end - start) // PAGE, dtype=np.uint8)
+    if libc.mincore(start, end - start, vec.ctypes.data) != 0:
+        return None
+    return (vec & 1).astype(bool)
 
 
 def zero_pages(mem: int, start: int, end: int, step: int = 4 << 20) -> np.ndarray | None:
@@ -81,31 +97,35 @@ def zero_pages(mem: int, start: int, end: int, step: int = 4 << 20) -> np.ndarra
 
 def release(before: set[Region], kv_bytes: int) -> int:
     """DONTNEED the host KV buffer's pages: within the anonymous mappings that are new since
-    `before`, the first run of zero pages as long as the buffer (less its partial first and last
-    page), and no more than the buffer's size of it. Returns the bytes given back."""
+    `before`, the run of resident zero pages whose length is closest to the buffer's, and no more
+    than the buffer's size of it. Returns the bytes given back."""
     if not sys.platform.startswith("linux") or kv_bytes < 64 * PAGE:
         return 0
-    need = kv_bytes // PAGE - 2
+    pages = kv_bytes // PAGE
     try:
         mem = os.open("/proc/self/mem", os.O_RDONLY)
     except OSError:
         return 0
+    runs: list[tuple[int, int]] = []  # (address, pages)
     try:
         for start, end in sorted(anonymous_regions() - before):
             if end - start < kv_bytes:
                 continue
-            zero = zero_pages(mem, start, end)
-            run = zero_run(zero, need) if zero is not None else None
-            if run is None:
+            resident = resident_pages(start, end)  # before reading: a read maps the zero page
+            if resident is None or not resident.any():
                 continue
-            first, count = run
-            count = min(count, kv_bytes // PAGE)
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-            if libc.madvise(start + first * PAGE, count * PAGE, MADV_DONTNEED) != 0:
-                log.debug("madvise failed: %s", os.strerror(ctypes.get_errno()))
-                return 0
-            return count * PAGE
+            zero = zero_pages(mem, start, end)
+            if zero is not None:
+                runs += [(start + f * PAGE, n) for f, n in zero_runs(zero & resident)]
     finally:
         os.close(mem)
-    return 0
+    run = best_run(runs, pages)
+    if run is None:
+        return 0
+    at, count = run[0], min(run[1], pages)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if libc.madvise(at, count * PAGE, MADV_DONTNEED) != 0:
+        log.debug("madvise failed: %s", os.strerror(ctypes.get_errno()))
+        return 0
+    return count * PAGE
