@@ -62,6 +62,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         kv_size=settings.kv_size or 0,
         prompt_lookup=settings.prompt_lookup,
         draft_max=settings.draft_max,
+        prompt_cache_mb=settings.prompt_cache_mb,
     )
 
 

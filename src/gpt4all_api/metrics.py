@@ -135,6 +135,8 @@ class EngineCollector(Collector):
         copies = counter(
             "prefix_copies", "Prompts started from a copy of another sequence's cached prefix."
         )
+        restores = counter("prompt_cache_restores", "Prompts started from a KV state saved in RAM.")
+        cache_bytes = gauge("prompt_cache_bytes", "RAM the saved prompt KV states take.")
         gpu_layers = gauge("gpu_layers", "Layers offloaded to GPUs (the output layer counts).")
         layers = gauge("model_layers", "Layers of the model (repeating layers + output layer).")
         device_memory = GaugeMetricFamily(
@@ -164,6 +166,8 @@ class EngineCollector(Collector):
             accepted.add_metric([name], s.draft_accepted)
             preempted.add_metric([name], s.preempted)
             copies.add_metric([name], s.prefix_copies)
+            restores.add_metric([name], s.prompt_cache_restores)
+            cache_bytes.add_metric([name], s.prompt_cache_bytes)
             report = entry.offload
             gpu_layers.add_metric([name], report.plan.gpu_layers)
             layers.add_metric([name], report.plan.n_layers)
@@ -181,5 +185,7 @@ class EngineCollector(Collector):
             accepted,
             preempted,
             copies,
+            restores,
+            cache_bytes,
         )
         yield from (gpu_layers, layers, device_memory)

@@ -165,6 +165,14 @@ class Settings(BaseSettings):
         validation_alias=_env("draft_max"),
         description="Most drafted tokens verified in one step, all sequences together.",
     )
+    prompt_cache_mb: int = Field(
+        1024,
+        ge=0,
+        validation_alias=_env("prompt_cache_mb"),
+        description="RAM (MiB) for the KV of prompts whose sequence was given to another prompt: "
+        "a conversation that comes back after more others than there are slots is restored "
+        "from it instead of prefilled again. 0 turns it off.",
+    )
     batch_size: int = Field(
         512,
         ge=8,

@@ -35,6 +35,7 @@ from .cores import CoreShare
 from .logprobs import LogprobReader
 from .lookup import DraftPayoff, PromptLookup
 from .model import Model
+from .prompt_cache import PromptCache, Saved
 from .reasoning import ReasoningSpec, ReasoningSplitter
 from .request import (
     ErrorEvent,
@@ -120,6 +121,8 @@ class Engine:
         self._accepted = 0
         self._preempted = 0
         self._prefix_copies = 0
+        mb = config.prompt_cache_mb
+        self._saved = PromptCache(mb << 20) if mb > 0 else None
         self._admitted = 0
         self._payoff = DraftPayoff()
         cores = CoreShare(config.threads) if config.share_cores else None
@@ -200,6 +203,8 @@ class Engine:
             draft_accepted=self._accepted,
             preempted=self._preempted,
             prefix_copies=self._prefix_copies,
+            prompt_cache_restores=self._saved.restores if self._saved else 0,
+            prompt_cache_bytes=self._saved.held if self._saved else 0,
             threads=self._cores.threads if self._cores else self.config.threads,
         )
 
@@ -347,16 +352,26 @@ class Engine:
             best = place.slot
             keep = min(place.keep, len(fill) - 1)
             seed = min(place.seed, len(fill) - 1)
+            saved, restore = None, 0
+            if self._saved is not None and reuse:
+                saved, restore = self._saved.longest(fill)
+                restore = min(restore, len(fill) - 1)
+                if restore < max(keep, seed) + MIN_SEED:
+                    saved, restore = None, 0
             # Room in the pool for the rest of the prompt and a first stretch of answer (the
-            # other choices share the prompt's cells).
+            # other choices share the prompt's cells; a restored state takes cells of its own).
             reserve = min(leader.request.max_tokens, 64) * len(group)
-            if not self._make_room(len(fill) - max(keep, seed) + reserve, best, keep):
+            need = len(fill) + reserve - (0 if saved is not None else max(keep, seed))
+            if not self._make_room(need, best, 0 if saved is not None else keep):
                 return
             self._waiting.popleft()
             if place.source is not None:
                 # making room may have dropped an idle source's tokens
                 seed = min(seed, common_prefix_len(place.source.cached, fill))
-            if place.source is not None and seed > keep:
+            self._stash(best, keep)
+            if saved is not None:
+                keep = self._restore(best, saved, restore)
+            elif place.source is not None and seed > keep:
                 keep = self._seed(best, place.source, seed)
             else:
                 self._trim(best, keep)
@@ -369,8 +384,44 @@ class Engine:
                 free.remove(slot)
                 if busy is not None:
                     busy.add(slot.seq_id)
+                self._stash(slot, 0)
                 self._trim(slot, 0)
                 self._attach(job, slot, 0)
+
+    def _stash(self, slot: Slot, keep: int) -> None:
+        """Save the KV of an idle sequence about to lose all but its first `keep` tokens, when
+        that is worth a prefill saved and no other sequence or saved state holds all of it."""
+        cache, held = self._saved, slot.cached
+        if cache is None or len(held) - keep < MIN_SEED or cache.covers(held):
+            return
+        if any(
+            o is not slot and common_prefix_len(o.cached, held) == len(held) for o in self._slots
+        ):
+            return
+        size = lc.llama_state_seq_get_size(self._ctx, slot.seq_id)
+        if size > cache.budget:
+            return
+        state = (ctypes.c_uint8 * size)()
+        got = lc.llama_state_seq_get_data(self._ctx, state, size, slot.seq_id)
+        if got:
+            cache.put(
+                held, state if got == size else (ctypes.c_uint8 * got).from_buffer_copy(state)
+            )
+
+    def _restore(self, slot: Slot, saved: Saved, n: int) -> int:
+        """Write a saved state into `slot` and keep its first `n` tokens; returns the tokens
+        `slot` now has (0 when llama.cpp refused the state: the prompt is then prefilled)."""
+        lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        slot.cached = []
+        if not lc.llama_state_seq_set_data(self._ctx, saved.state, len(saved.state), slot.seq_id):
+            log.warning("%s: could not restore a saved prompt; prefilling instead", self.name)
+            lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+            return 0
+        slot.cached = list(saved.tokens)
+        self._trim(slot, n)
+        assert self._saved is not None
+        self._saved.restores += 1
+        return len(slot.cached)
 
     def _seed(self, slot: Slot, source: Slot, n: int) -> int:
         """Give `slot` a copy of the first `n` tokens `source` holds (a running sequence's or an
@@ -431,6 +482,7 @@ class Engine:
         )
         for slot in idle:
             free += len(slot.cached)
+            self._stash(slot, 0)
             self._trim(slot, 0)
             if free >= need:
                 return True

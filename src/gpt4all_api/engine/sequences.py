@@ -39,6 +39,8 @@ class EngineConfig:
     kv_size: int = 0  # with kv_unified: the pool's cells; 0: see `pool_cells`
     prompt_lookup: bool = True  # draft tokens from the sequence's own context
     draft_max: int = 8  # most drafted tokens in one step (all sequences together)
+    #: RAM for the KV of prompts whose sequence went to another prompt (prompt_cache.py); 0: off
+    prompt_cache_mb: int = 1024
 
     @property
     def pool_cells(self) -> int:
@@ -125,4 +127,6 @@ class EngineStats:
     draft_accepted: int = 0  # of those, the ones the model agreed with
     preempted: int = 0  # sequences sent back to wait when the KV pool ran short
     prefix_copies: int = 0  # prompts started from a copy of another sequence's prefix
+    prompt_cache_restores: int = 0  # prompts started from a state saved in RAM
+    prompt_cache_bytes: int = 0  # RAM the saved states take
     threads: int = 0  # decode threads now
