@@ -95,6 +95,11 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert [r["n_seq"] for r in data["raw"]] == [1, 2]
     assert all(r["tokens_per_s"] > 0 for r in data["raw"])
+    # With the grounded workload: what a step of k tokens of one sequence costs.
+    costs = data["step_costs"]
+    assert [c["tokens"] for c in costs] == [1, 2, 4, 8, 16, 32, 64]
+    assert costs[0]["steps"] == 1 and all(c["ms"] > 0 and c["steps"] > 0 for c in costs)
+    assert "speed-up if every draft were accepted" in proc.stdout
     assert set(data["servers"]) == {"gpt4all-api", "llama-cpp-python"}
     for srv in data["servers"].values():
         assert [lv["concurrency"] for lv in srv["levels"]] == [1, 2]

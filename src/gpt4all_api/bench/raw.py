@@ -45,6 +45,73 @@ class RawResult:
         return statistics.median(runs) if runs else None
 
 
+@dataclass
+class StepCost:
+    """What a step of `tokens` tokens of one sequence costs (a token and its drafts, verified)."""
+
+    tokens: int
+    ms: float  # median llama_decode time
+    steps: float = 0.0  # that time in single-token steps
+
+    @property
+    def ceiling(self) -> float:
+        """The speed-up over plain decoding if every drafted token were accepted."""
+        return self.tokens / self.steps if self.steps else 0.0
+
+
+def step_costs(
+    model: Model,
+    sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+    *,
+    threads: int,
+    context_size: int = 2048,
+    batch_size: int = 512,
+    kv_cache_type: str = "f16",
+    trials: int = 7,
+) -> list[StepCost]:
+    """Prompt-lookup speculation's ceiling on this machine: one sequence with a chat prompt in
+    its KV, then `llama_decode` of k tokens after it (dropped again), `trials` times for each k.
+    A draft of k - 1 tokens all accepted gives k tokens for one step of k."""
+    params = lc.llama_context_default_params()
+    params.n_ctx = context_size
+    params.n_batch = params.n_ubatch = max(batch_size, max(sizes))
+    params.n_threads = params.n_threads_batch = threads
+    if kv_cache_type == "q8_0":  # as the servers run it (a quantized V needs flash attention)
+        params.type_k = params.type_v = lc.GGML_TYPE_Q8_0
+        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    params.no_perf = True
+    ctx = lc.llama_init_from_model(model.ptr, params)
+    if not ctx:
+        raise RuntimeError("llama.cpp could not create a context for the step costs")
+    batch = lc.llama_batch_init(params.n_batch, 0, 1)
+    sampler = lc.llama_sampler_init_greedy()
+    mem = lc.llama_get_memory(ctx)
+    try:
+        prompt = chat_prompt(model, 0)
+        first = _prefill(ctx, batch, 0, prompt, params.n_batch, sampler)
+        out: list[StepCost] = []
+        for k in sizes:
+            times = []
+            for _ in range(trials):
+                for j in range(k):
+                    _put(batch, j, first, len(prompt) + j, 0, True)
+                batch.n_tokens = k
+                start = time.perf_counter()
+                if lc.llama_decode(ctx, batch) != 0:
+                    raise RuntimeError("llama_decode failed while timing steps")
+                times.append(time.perf_counter() - start)
+                lc.llama_memory_seq_rm(mem, 0, len(prompt), -1)
+            out.append(StepCost(tokens=k, ms=1000 * statistics.median(times)))
+        one = next((c.ms for c in out if c.tokens == 1), 0.0)
+        for c in out:
+            c.steps = c.ms / one if one else 0.0
+        return out
+    finally:
+        lc.llama_sampler_free(sampler)
+        lc.llama_batch_free(batch)
+        lc.llama_free(ctx)
+
+
 def render_messages(model: Model, messages: list[dict[str, str]]) -> str:
     """The prompt text a chat server renders from `messages` with the model's template."""
     if model.chat_template:

@@ -27,7 +27,7 @@ import httpx
 from ..engine.model import Model
 from .grounded import GroundedResult, run_grounded
 from .load import PrefixResult, check_loopback, new_client, run_level, run_prefix, stream_chat
-from .raw import RawResult, raw_decode, render_messages
+from .raw import RawResult, StepCost, raw_decode, render_messages, step_costs
 from .servers import (
     CpuHog,
     ManagedServer,
@@ -332,6 +332,8 @@ class CompareReport:
     machine: dict[str, Any]
     started: str
     duration_s: float = 0.0
+    #: With the grounded workload and raw decode: what a step of k tokens of one sequence costs
+    step_costs: list[StepCost] = field(default_factory=list)
     #: With `rounds`: {server: {clients: [the level's result in each round]}}
     interleaved: dict[str, dict[int, list[LevelResult]]] = field(default_factory=dict)
 
@@ -406,6 +408,16 @@ def run_compare(
             )
             report.raw.append(raw)
             say(f"raw decode, {n} sequences: {raw.tokens_per_s:.1f} tokens/s")
+        if raw_reps > 0 and config.grounded_passes > 0:
+            report.step_costs = step_costs(
+                model,
+                threads=options.threads,
+                context_size=options.context_size,
+                batch_size=options.batch_size,
+                kv_cache_type=options.kv_cache_type,
+            )
+            best = max(report.step_costs, key=lambda c: c.ceiling)
+            say(f"step costs: {best.tokens} tokens cost {best.steps:.1f} single-token steps")
         with tempfile.TemporaryDirectory(prefix="gpt4all-bench-") as tmp:
             for name, command, env, ours in server_plan(options, servers, variants):
                 server = planned_server(name, command, env, Path(tmp) / "{}.log")
