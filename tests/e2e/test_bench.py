@@ -100,6 +100,8 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
     assert [c["tokens"] for c in costs] == [1, 2, 4, 8, 16, 32, 64]
     assert costs[0]["steps"] == 1 and all(c["ms"] > 0 and c["steps"] > 0 for c in costs)
     assert "speed-up if every draft were accepted" in proc.stdout
+    # and prompt lookup's bound on our greedy grounded answers, were every draft right
+    assert data["lookup_bound"] >= 1.0 and "Were every draft right" in proc.stdout
     assert set(data["servers"]) == {"gpt4all-api", "llama-cpp-python"}
     for srv in data["servers"].values():
         assert [lv["concurrency"] for lv in srv["levels"]] == [1, 2]

@@ -25,8 +25,9 @@ from typing import Any
 import httpx
 
 from ..engine.model import Model
-from .grounded import GroundedResult, run_grounded
+from .grounded import GroundedResult, grounded_messages, run_grounded
 from .load import PrefixResult, check_loopback, new_client, run_level, run_prefix, stream_chat
+from .lookup_bound import perfect_lookup_speedup
 from .raw import RawResult, StepCost, raw_decode, render_messages, step_costs
 from .servers import (
     CpuHog,
@@ -334,6 +335,8 @@ class CompareReport:
     duration_s: float = 0.0
     #: With the grounded workload and raw decode: what a step of k tokens of one sequence costs
     step_costs: list[StepCost] = field(default_factory=list)
+    #: With those and our grounded answers: prompt lookup's speed-up were every draft right
+    lookup_bound: float | None = None
     #: With `rounds`: {server: {clients: [the level's result in each round]}}
     interleaved: dict[str, dict[int, list[LevelResult]]] = field(default_factory=dict)
 
@@ -457,6 +460,7 @@ def run_compare(
                             profiler=profiler,
                         )
                     )
+            report.lookup_bound = lookup_bound(model, report)
             if config.rounds > 0:
                 plan = server_plan(options, servers, variants)
                 report.interleaved = run_rounds(
@@ -466,6 +470,23 @@ def run_compare(
         model.close()
     report.duration_s = time.monotonic() - t0
     return report
+
+
+def lookup_bound(model: Model, report: CompareReport) -> float | None:
+    """`perfect_lookup_speedup` of our greedy grounded answers (lookup off), with the step
+    costs measured in this run; None without either."""
+    ours = report.servers.get(OURS)
+    off = next((g for g in ours.grounded if g.label == "prompt lookup off"), None) if ours else None
+    if not report.step_costs or off is None or off.errors:
+        return None
+    cases = [
+        (
+            model.tokenize(render_messages(model, grounded_messages(i))),
+            model.tokenize(text, add_special=False),
+        )
+        for i, text in enumerate(off.texts())
+    ]
+    return perfect_lookup_speedup(cases, report.step_costs)
 
 
 def planned_server(

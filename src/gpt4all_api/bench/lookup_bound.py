@@ -1,0 +1,67 @@
+"""How fast prompt lookup could make the grounded answers, were every draft right.
+
+Replays each greedy answer step by step against what a step of k tokens costs on this machine
+(`raw.step_costs`). At every step the draft is the longest span of the sequence's own context
+(prompt and answer so far) that the answer goes on with, as much of it as gives the most tokens
+per single-token step: no drafted token is ever rejected. Drafting from the sequence's own
+context can hardly do better; real drafters guess, and some of their tokens are rejected.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from .raw import StepCost
+
+
+def step_cost(costs: Sequence[StepCost], k: int) -> float:
+    """A step of `k` tokens in single-token steps, between the measured sizes (linear)."""
+    points = sorted((c.tokens, c.steps) for c in costs)
+    for (a, ca), (b, cb) in itertools.pairwise(points):
+        if a <= k <= b:
+            return ca + (cb - ca) * (k - a) / (b - a)
+    last, c_last = points[-1]
+    return c_last * k / last
+
+
+def longest_span(context: list[int], rest: list[int], room: int) -> tuple[int, int]:
+    """(start, length) of the longest span of `context`, at most `room` long, that `rest`
+    starts with; (0, 0) when its first token is nowhere in `context`."""
+    best, at = 0, 0
+    if not rest:
+        return 0, 0
+    first = rest[0]
+    limit = min(room, len(rest))
+    for j, token in enumerate(context):
+        if token != first:
+            continue
+        n = 1
+        while n < limit and j + n < len(context) and context[j + n] == rest[n]:
+            n += 1
+        if n > best:
+            best, at = n, j
+            if n == limit:
+                break
+    return at, best
+
+
+def perfect_lookup_speedup(
+    cases: Sequence[tuple[list[int], list[int]]], costs: Sequence[StepCost], room: int = 64
+) -> float:
+    """Tokens over single-token steps for the answers (prompt, answer tokens) with drafts that
+    are always right."""
+    if not costs or not cases:
+        return 0.0
+    steps, tokens = 0.0, 0
+    for prompt, answer in cases:
+        i = 0
+        while i < len(answer):
+            context = prompt + answer[: i + 1]  # the step's token is the answer's i-th
+            _, span = longest_span(context, answer[i + 1 :], room)
+            # the part of the span worth a step: most tokens per single-token step
+            n = max(range(span + 1), key=lambda m: (1 + m) / step_cost(costs, 1 + m))
+            steps += step_cost(costs, 1 + n)
+            i += 1 + n
+        tokens += len(answer)
+    return tokens / steps if steps else 0.0

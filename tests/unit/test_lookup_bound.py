@@ -1,0 +1,31 @@
+"""Prompt lookup's bound with drafts that are always right (bench/lookup_bound.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpt4all_api.bench.lookup_bound import longest_span, perfect_lookup_speedup, step_cost
+from gpt4all_api.bench.raw import StepCost
+
+# k tokens cost 1 + (k - 1) / 2 single-token steps
+COSTS = [StepCost(tokens=k, ms=10 + 5 * (k - 1), steps=1 + (k - 1) / 2) for k in (1, 2, 4, 8, 16)]
+
+
+def test_step_costs_between_and_past_the_measured_sizes() -> None:
+    assert step_cost(COSTS, 3) == pytest.approx(2.0)
+    assert step_cost(COSTS, 32) == pytest.approx(8.5 * 2)  # past the last: in proportion
+
+
+def test_the_longest_span_the_rest_starts_with() -> None:
+    assert longest_span([1, 2, 3, 9, 1, 2, 3, 4], [1, 2, 3, 4, 5], room=8) == (4, 4)
+    assert longest_span([1, 2, 3, 4], [1, 2, 3, 4], room=2) == (0, 2)
+    assert longest_span([1, 2], [7, 1], room=8) == (0, 0)
+
+
+def test_an_answer_copying_its_prompt_is_bounded_by_the_step_costs() -> None:
+    prompt = list(range(100, 120))
+    copy = list(range(105, 115))  # ten tokens of the prompt: the first decoded, nine drafted
+    assert perfect_lookup_speedup([(prompt, copy)], COSTS) == pytest.approx(10 / 5.5)
+    fresh = [1, 2, 3, 4, 5]  # nothing to copy: plain decoding
+    assert perfect_lookup_speedup([(prompt, fresh)], COSTS) == pytest.approx(1.0)
+    assert perfect_lookup_speedup([], COSTS) == 0.0
