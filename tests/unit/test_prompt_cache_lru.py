@@ -45,3 +45,15 @@ def test_no_more_states_than_max_entries_are_kept() -> None:
     for t in range(3):
         cache.put([t], state(1))
     assert len(cache) == 2 and cache.longest([0])[0] is None
+
+
+def test_shared_starts_are_counted_exactly() -> None:
+    from gpt4all_api.engine.sequences import common_prefix_len
+
+    long = list(range(1000))
+    assert common_prefix_len(long, long) == 1000
+    assert common_prefix_len(long, long[:300]) == 300
+    for cut in (0, 1, 63, 64, 65, 128, 500, 999):
+        other = [*long[:cut], -1, *long[cut + 1 :]]
+        assert common_prefix_len(long, other) == cut
+    assert common_prefix_len([], long) == 0

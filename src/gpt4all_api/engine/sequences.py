@@ -13,11 +13,22 @@ from .text import StopMatcher, TokenTextDecoder
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
+    """How many first tokens `a` and `b` share. Slices compare in C and the first difference is
+    found by halving, so a 15,000-token system prompt shared by every conversation costs tens
+    of microseconds per sequence or saved prompt compared, not milliseconds."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo]; the first difference is before hi
+    while hi - lo > 32:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    while a[lo] == b[lo]:
+        lo += 1
+    return lo
 
 
 @dataclass(frozen=True)
