@@ -428,7 +428,7 @@ def _storm(server: ServerProcess) -> None:
     pid = server.proc.pid
     warm = asyncio.run(_stream_storm(base, 16, seed=1))
     assert set(warm) <= {"finished", "dropped"}, warm
-    wait_idle(base)
+    warm_kept = wait_idle(base)["prompt_cache_bytes"]
     time.sleep(1)
     baseline = _rss(pid)
 
@@ -443,8 +443,16 @@ def _storm(server: ServerProcess) -> None:
     assert stats["waiting"] == 0, stats
     time.sleep(1)
     after = _rss(pid)
-    print(f"200 streams in {took:.1f}s; RSS {baseline / 2**20:.1f} -> {after / 2**20:.1f} MiB")
-    assert after <= baseline * 1.10, (baseline, after)
+    # The prompt cache keeps the KV of conversations whose sequence went to another request, up
+    # to its budget (--prompt-cache-mb), in mappings of its own: that much more is by design;
+    # nothing else may stay.
+    kept = wait_idle(base)["prompt_cache_bytes"] - warm_kept
+    print(
+        f"200 streams in {took:.1f}s; RSS {baseline / 2**20:.1f} -> {after / 2**20:.1f} MiB, "
+        f"{kept / 2**20:.1f} MiB more in the prompt cache"
+    )
+    assert 0 <= stats["prompt_cache_bytes"] <= 1024 << 20
+    assert after - kept <= baseline * 1.10, (baseline, after, kept)
     assert HTTP.get(base + "/health").status_code == 200
 
 

@@ -6,21 +6,33 @@ prompt that comes back has lost its cache and is prefilled again. So before a se
 are dropped, the engine saves its KV (llama.cpp's sequence state: only the cells it holds) here,
 least recently used first out once `budget` bytes are held; a prompt that shares a longer start
 with a saved state than with any sequence gets that state written back into its sequence.
+
+Each state lives in an anonymous mapping of its own (`new_state`), unmapped when the state is
+dropped, so the process's resident memory falls back by exactly what the cache lets go (from
+the allocator's heap, freed states of many sizes would leave holes the process keeps).
 """
 
 from __future__ import annotations
 
 import collections
 import ctypes
+import mmap
 from dataclasses import dataclass
 
 from .sequences import common_prefix_len
+
+
+def new_state(size: int) -> ctypes.Array[ctypes.c_uint8]:
+    """A zeroed buffer of `size` bytes in a mapping of its own, unmapped once the buffer is
+    garbage (the array holds the mapping)."""
+    return (ctypes.c_uint8 * size).from_buffer(mmap.mmap(-1, max(size, 1)))
 
 
 @dataclass
 class Saved:
     tokens: list[int]
     state: ctypes.Array[ctypes.c_uint8]
+    length: int  # bytes of `state` llama.cpp wrote
 
     @property
     def size(self) -> int:
@@ -48,8 +60,9 @@ class PromptCache:
         entries = self._entries.values()
         return any(common_prefix_len(s.tokens, tokens) == len(tokens) for s in entries)
 
-    def put(self, tokens: list[int], state: ctypes.Array[ctypes.c_uint8]) -> None:
-        """Save a state; states whose tokens are a start of `tokens` go (this one holds them)."""
+    def put(self, tokens: list[int], state: ctypes.Array[ctypes.c_uint8], length: int) -> None:
+        """Save a state (`length` bytes of `state`); states whose tokens are a start of `tokens`
+        go (this one holds them)."""
         if len(state) > self.budget:
             return
         for key, s in list(self._entries.items()):
@@ -59,7 +72,7 @@ class PromptCache:
             self.held + len(state) > self.budget or len(self._entries) >= self.max_entries
         ):
             self._drop(next(iter(self._entries)))
-        self._entries[self._next] = Saved(list(tokens), state)
+        self._entries[self._next] = Saved(list(tokens), state, length)
         self._next += 1
         self.held += len(state)
         self.saves += 1

@@ -35,7 +35,7 @@ from .cores import CoreShare
 from .logprobs import LogprobReader
 from .lookup import DraftPayoff, PromptLookup
 from .model import Model
-from .prompt_cache import PromptCache, Saved
+from .prompt_cache import PromptCache, Saved, new_state
 from .reasoning import ReasoningSpec, ReasoningSplitter
 from .request import (
     ErrorEvent,
@@ -401,19 +401,17 @@ class Engine:
         size = lc.llama_state_seq_get_size(self._ctx, slot.seq_id)
         if size > cache.budget:
             return
-        state = (ctypes.c_uint8 * size)()
+        state = new_state(size)
         got = lc.llama_state_seq_get_data(self._ctx, state, size, slot.seq_id)
         if got:
-            cache.put(
-                held, state if got == size else (ctypes.c_uint8 * got).from_buffer_copy(state)
-            )
+            cache.put(held, state, got)
 
     def _restore(self, slot: Slot, saved: Saved, n: int) -> int:
         """Write a saved state into `slot` and keep its first `n` tokens; returns the tokens
         `slot` now has (0 when llama.cpp refused the state: the prompt is then prefilled)."""
         lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
         slot.cached = []
-        if not lc.llama_state_seq_set_data(self._ctx, saved.state, len(saved.state), slot.seq_id):
+        if not lc.llama_state_seq_set_data(self._ctx, saved.state, saved.length, slot.seq_id):
             log.warning("%s: could not restore a saved prompt; prefilling instead", self.name)
             lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             return 0
