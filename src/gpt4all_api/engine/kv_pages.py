@@ -112,11 +112,15 @@ def release(before: set[Region], kv_bytes: int) -> int:
             if end - start < kv_bytes:
                 continue
             resident = resident_pages(start, end)  # before reading: a read maps the zero page
-            if resident is None or not resident.any():
+            if resident is None:
                 continue
-            zero = zero_pages(mem, start, end)
-            if zero is not None:
-                runs += [(start + f * PAGE, n) for f, n in zero_runs(zero & resident)]
+            for first, count in zero_runs(resident):  # only resident pages are read
+                if count < pages - 2:
+                    continue
+                at = start + first * PAGE
+                zero = zero_pages(mem, at, at + count * PAGE)
+                if zero is not None:
+                    runs += [(at + f * PAGE, n) for f, n in zero_runs(zero)]
     finally:
         os.close(mem)
     run = best_run(runs, pages)
