@@ -102,6 +102,7 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
     assert "speed-up if every draft were accepted" in proc.stdout
     # and prompt lookup's bound on our greedy grounded answers, were every draft right
     assert data["lookup_bound"] >= 1.0 and "Were every draft right" in proc.stdout
+    assert f"were every draft right: {data['lookup_bound']:.2f}x" in proc.stdout  # the target's
     assert set(data["servers"]) == {"gpt4all-api", "llama-cpp-python"}
     for srv in data["servers"].values():
         assert [lv["concurrency"] for lv in srv["levels"]] == [1, 2]
