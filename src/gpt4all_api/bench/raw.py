@@ -72,23 +72,14 @@ def step_costs(
     """Prompt-lookup speculation's ceiling on this machine: one sequence with a chat prompt in
     its KV, then `llama_decode` of k tokens after it (dropped again), `trials` times for each k.
     A draft of k - 1 tokens all accepted gives k tokens for one step of k."""
-    params = lc.llama_context_default_params()
-    params.n_ctx = context_size
-    params.n_batch = params.n_ubatch = max(batch_size, max(sizes))
-    params.n_threads = params.n_threads_batch = threads
-    if kv_cache_type == "q8_0":  # as the servers run it (a quantized V needs flash attention)
-        params.type_k = params.type_v = lc.GGML_TYPE_Q8_0
-        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
-    params.no_perf = True
-    ctx = lc.llama_init_from_model(model.ptr, params)
-    if not ctx:
-        raise RuntimeError("llama.cpp could not create a context for the step costs")
-    batch = lc.llama_batch_init(params.n_batch, 0, 1)
+    n_batch = max(batch_size, max(sizes))
+    ctx = _context(model, context_size, 1, n_batch, threads, kv_cache_type, "the step costs")
+    batch = lc.llama_batch_init(n_batch, 0, 1)
     sampler = lc.llama_sampler_init_greedy()
     mem = lc.llama_get_memory(ctx)
     try:
         prompt = chat_prompt(model, 0)
-        first = _prefill(ctx, batch, 0, prompt, params.n_batch, sampler)
+        first = _prefill(ctx, batch, 0, prompt, n_batch, sampler)
         out: list[StepCost] = []
         for k in sizes:
             times = []
@@ -137,17 +128,9 @@ def raw_decode(
     reps: int = 3,
 ) -> RawResult:
     """Median over `reps` runs of greedy decoding `steps` tokens for each of `n_seq` sequences."""
-    params = lc.llama_context_default_params()
-    params.n_ctx = context_size * n_seq
-    params.n_seq_max = n_seq
-    params.n_batch = params.n_ubatch = max(batch_size, n_seq)
-    params.n_threads = params.n_threads_batch = threads
-    params.kv_unified = False
-    params.no_perf = True
-    ctx = lc.llama_init_from_model(model.ptr, params)
-    if not ctx:
-        raise RuntimeError("llama.cpp could not create a context for the raw benchmark")
-    batch = lc.llama_batch_init(params.n_batch, 0, 1)
+    n_batch = max(batch_size, n_seq)
+    ctx = _context(model, context_size, n_seq, n_batch, threads, "f16", "the raw benchmark")
+    batch = lc.llama_batch_init(n_batch, 0, 1)
     samplers = [lc.llama_sampler_init_greedy() for _ in range(n_seq)]
     result = RawResult(n_seq=n_seq, steps=steps)
     try:
@@ -156,8 +139,7 @@ def raw_decode(
             lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
             t_prefill = time.perf_counter()
             pending = [
-                _prefill(ctx, batch, s, p, params.n_batch, samplers[s])
-                for s, p in enumerate(prompts)
+                _prefill(ctx, batch, s, p, n_batch, samplers[s]) for s, p in enumerate(prompts)
             ]
             pos = [len(p) for p in prompts]
             start, cpu = time.perf_counter(), time.process_time()
@@ -184,6 +166,32 @@ def raw_decode(
         lc.llama_batch_free(batch)
         lc.llama_free(ctx)
     return result
+
+
+def _context(
+    model: Model,
+    context_size: int,
+    n_seq: int,
+    n_batch: int,
+    threads: int,
+    kv_cache_type: str,
+    purpose: str,
+) -> lc.llama_context_p:
+    """A context of `n_seq` sequences of `context_size` tokens, each in its own KV stream."""
+    params = lc.llama_context_default_params()
+    params.n_ctx = context_size * n_seq
+    params.n_seq_max = n_seq
+    params.n_batch = params.n_ubatch = n_batch
+    params.n_threads = params.n_threads_batch = threads
+    params.kv_unified = False
+    if kv_cache_type == "q8_0":  # as the servers run it (a quantized V needs flash attention)
+        params.type_k = params.type_v = lc.GGML_TYPE_Q8_0
+        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    params.no_perf = True
+    ctx = lc.llama_init_from_model(model.ptr, params)
+    if not ctx:
+        raise RuntimeError(f"llama.cpp could not create a context for {purpose}")
+    return ctx
 
 
 def _prefill(
