@@ -2,8 +2,9 @@
 least recently used; never another conversation's just because they share a preamble. A prompt
 placed in a new sequence starts from a copy of the longest prefix any sequence holds."""
 
-from gpt4all_api.engine.scheduler import MIN_SEED, _place
 from gpt4all_api.engine.sequences import Slot
+from gpt4all_api.engine.slots import MIN_SEED
+from gpt4all_api.engine.slots import place as choose
 
 PREAMBLE = list(range(1000, 1020))  # the template's system block, shared by every prompt
 
@@ -15,13 +16,13 @@ def conversation(tag: int, n: int = 200) -> list[int]:
 def test_the_next_turn_goes_to_the_sequence_holding_its_history() -> None:
     a, b = conversation(1), conversation(2)
     slots = [Slot(0, list(a), last_used=5.0), Slot(1, list(b), last_used=1.0), Slot(2)]
-    place = _place(slots, slots, [*a, 7, 8, 9])
+    place = choose(slots, slots, [*a, 7, 8, 9])
     assert place.slot.seq_id == 0 and place.keep == len(a) and place.source is None
 
 
 def test_a_new_conversation_takes_an_empty_sequence_not_one_sharing_the_preamble() -> None:
     slots = [Slot(0, conversation(1), last_used=1.0), Slot(1), Slot(2, conversation(2), 2.0)]
-    place = _place(slots, slots, conversation(3))
+    place = choose(slots, slots, conversation(3))
     assert place.slot.seq_id == 1
     # the preamble alone is worth a copy: it is longer than MIN_SEED
     assert len(PREAMBLE) >= MIN_SEED
@@ -30,21 +31,21 @@ def test_a_new_conversation_takes_an_empty_sequence_not_one_sharing_the_preamble
 
 def test_without_an_empty_sequence_the_least_recently_used_one_keeps_the_preamble() -> None:
     slots = [Slot(0, conversation(1), last_used=3.0), Slot(1, conversation(2), last_used=1.0)]
-    place = _place(slots, slots, conversation(3))
+    place = choose(slots, slots, conversation(3))
     assert place.slot.seq_id == 1 and place.keep == len(PREAMBLE) and place.source is None
 
 
 def test_the_longest_continued_history_wins() -> None:
     a = conversation(1)
     slots = [Slot(0, a[:100], last_used=9.0), Slot(1, a[:180], last_used=1.0)]
-    place = _place(slots, slots, a)
+    place = choose(slots, slots, a)
     assert place.slot.seq_id == 1 and place.keep == 180 and place.source is None
 
 
 def test_without_reuse_the_prompt_shares_nothing() -> None:
     a = conversation(1)
     slots = [Slot(0, list(a), last_used=1.0), Slot(1)]
-    place = _place(slots, slots, [])
+    place = choose(slots, slots, [])
     assert place.slot.seq_id == 1 and place.keep == 0 and place.source is None
 
 
@@ -54,7 +55,7 @@ def test_the_same_prompt_again_is_copied_and_its_answer_kept() -> None:
     prompt = conversation(1, n=30)
     answer = list(range(90_000, 90_064))
     slots = [Slot(0), Slot(1, prompt + answer, last_used=1.0)]
-    place = _place(slots, slots, prompt)
+    place = choose(slots, slots, prompt)
     assert place.slot.seq_id == 0 and place.keep == 0
     assert place.source is slots[1] and place.seed == len(prompt)
 
@@ -66,14 +67,14 @@ def test_a_running_sequence_lends_its_system_prompt() -> None:
     running.job = object()  # type: ignore[assignment]  # busy: not free, but still a source
     idle = Slot(1, conversation(2), last_used=4.0)
     empty = Slot(2)
-    place = _place([idle, empty], [running, idle, empty], [*system, 7, 8])
+    place = choose([idle, empty], [running, idle, empty], [*system, 7, 8])
     assert place.slot is empty and place.source is running and place.seed == len(system)
 
 
 def test_a_short_shared_prefix_is_not_worth_a_copy() -> None:
     short = PREAMBLE[: MIN_SEED - 1]
     slots = [Slot(0, short + list(range(50)), last_used=1.0), Slot(1)]
-    place = _place(slots, slots, [*short, 9, 9, 9])
+    place = choose(slots, slots, [*short, 9, 9, 9])
     assert place.slot.seq_id == 1 and place.source is None and place.keep == 0
 
 
@@ -85,20 +86,20 @@ def test_beside_busy_sequences_a_new_prompt_keeps_them_consecutive() -> None:
     slots = [Slot(i, conversation(10 + i), last_used=float(i)) for i in range(8)]
     slots[6] = Slot(6, list(a), last_used=0.5)
     free = [slots[3], slots[6], slots[7]]
-    place = _place(free, slots, [*a, 7, 8, 9], busy={0, 1, 2})
+    place = choose(free, slots, [*a, 7, 8, 9], busy={0, 1, 2})
     assert place.slot.seq_id == 3
     assert place.source is slots[6] and place.seed == len(a)
     # with nothing busy, or one pool for every sequence, the conversation goes on in place
     for busy in (set(), None):
-        place = _place(free, slots, [*a, 7, 8, 9], busy=busy)
+        place = choose(free, slots, [*a, 7, 8, 9], busy=busy)
         assert place.slot.seq_id == 6 and place.keep == len(a) and place.source is None
 
 
 def test_a_sequence_that_joins_two_runs_of_busy_ones_comes_first() -> None:
     slots = [Slot(i) for i in range(8)]
     free = [slots[2], slots[5], slots[7]]
-    assert _place(free, slots, conversation(1), busy={0, 1, 3, 4}).slot.seq_id == 2
+    assert choose(free, slots, conversation(1), busy={0, 1, 3, 4}).slot.seq_id == 2
     # extending a run beats starting a new one, even for an empty sequence further away
     slots[6] = Slot(6, conversation(2), last_used=1.0)
     free = [slots[5], slots[7]]
-    assert _place(free, slots, conversation(3), busy={0, 1, 2, 3, 4}).slot.seq_id == 5
+    assert choose(free, slots, conversation(3), busy={0, 1, 2, 3, 4}).slot.seq_id == 5

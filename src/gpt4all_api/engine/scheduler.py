@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ctypes
 import dataclasses
 import logging
 import queue
@@ -35,7 +34,7 @@ from .cores import CoreShare
 from .logprobs import LogprobReader
 from .lookup import DraftPayoff, PromptLookup
 from .model import Model
-from .prompt_cache import PromptCache, Saved, new_state
+from .prompt_cache import PromptCache
 from .reasoning import ReasoningSpec, ReasoningSplitter
 from .request import (
     ErrorEvent,
@@ -49,6 +48,7 @@ from .request import (
 )
 from .sampling import SamplerChain, SamplingParams
 from .sequences import EngineConfig, EngineStats, Job, Slot, common_prefix_len
+from .slots import MIN_SEED, Slots, place, runs_added
 from .text import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,8 @@ class Engine:
         self.n_cells = lc.llama_n_ctx(self._ctx)  # all sequences' cells
         self.n_ctx_seq = min(lc.llama_n_ctx_seq(self._ctx), n_ctx_seq)
         self.n_batch = lc.llama_n_batch(self._ctx)
-        self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
         self._logprobs = LogprobReader(self._ctx, model.n_vocab)
-        self._slots = [Slot(seq_id=i) for i in range(config.parallel)]
         self._commands: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._outbox = Outbox()
         self._waiting: collections.deque[list[Job]] = collections.deque()
@@ -120,9 +118,17 @@ class Engine:
         self._drafted = 0
         self._accepted = 0
         self._preempted = 0
-        self._prefix_copies = 0
         mb = config.prompt_cache_mb
         self._saved = PromptCache(mb << 20) if mb > 0 else None
+        self._kv = Slots(
+            self._ctx,
+            config.parallel,
+            unified=self.unified,
+            n_cells=self.n_cells,
+            cache=self._saved,
+            name=self.name,
+        )
+        self._slots = self._kv.all
         self._admitted = 0
         self._payoff = DraftPayoff()
         cores = CoreShare(config.threads) if config.share_cores else None
@@ -202,7 +208,7 @@ class Engine:
             draft_tokens=self._drafted,
             draft_accepted=self._accepted,
             preempted=self._preempted,
-            prefix_copies=self._prefix_copies,
+            prefix_copies=self._kv.prefix_copies,
             prompt_cache_restores=self._saved.restores if self._saved else 0,
             prompt_cache_bytes=self._saved.held if self._saved else 0,
             threads=self._cores.threads if self._cores else self.config.threads,
@@ -348,10 +354,10 @@ class Engine:
             fill = leader.fill
             reuse = not leader.request.echo_logprobs  # scoring needs logits of every token
             busy = None if self.unified else {s.seq_id for s in self._slots if s.job is not None}
-            place = _place(free, self._slots, fill if reuse else [], busy)
-            best = place.slot
-            keep = min(place.keep, len(fill) - 1)
-            seed = min(place.seed, len(fill) - 1)
+            spot = place(free, self._slots, fill if reuse else [], busy)
+            best = spot.slot
+            keep = min(spot.keep, len(fill) - 1)
+            seed = min(spot.seed, len(fill) - 1)
             saved, restore = None, 0
             if self._saved is not None and reuse:
                 saved, restore = self._saved.longest(fill)
@@ -365,126 +371,41 @@ class Engine:
             if not self._make_room(need, best, 0 if saved is not None else keep):
                 return
             self._waiting.popleft()
-            if place.source is not None:
+            if spot.source is not None:
                 # making room may have dropped an idle source's tokens
-                seed = min(seed, common_prefix_len(place.source.cached, fill))
-            self._stash(best, keep)
+                seed = min(seed, common_prefix_len(spot.source.cached, fill))
+            self._kv.stash(best, keep)
             if saved is not None:
-                keep = self._restore(best, saved, restore)
-            elif place.source is not None and seed > keep:
-                keep = self._seed(best, place.source, seed)
+                keep = self._kv.restore(best, saved, restore)
+            elif spot.source is not None and seed > keep:
+                keep = self._kv.seed(best, spot.source, seed)
             else:
-                self._trim(best, keep)
+                self._kv.trim(best, keep)
             self._attach(leader, best, keep)
             free.remove(best)
             if busy is not None:
                 busy.add(best.seq_id)
             for job in group[1:]:
-                slot = min(free, key=lambda s: (_runs_added(busy, s.seq_id), s.last_used))
+                slot = min(free, key=lambda s: (runs_added(busy, s.seq_id), s.last_used))
                 free.remove(slot)
                 if busy is not None:
                     busy.add(slot.seq_id)
-                self._stash(slot, 0)
-                self._trim(slot, 0)
+                self._kv.stash(slot, 0)
+                self._kv.trim(slot, 0)
                 self._attach(job, slot, 0)
-
-    def _stash(self, slot: Slot, keep: int) -> None:
-        """Save the KV of an idle sequence about to lose all but its first `keep` tokens, when
-        that is worth a prefill saved and no other sequence or saved state holds all of it."""
-        cache, held = self._saved, slot.cached
-        if cache is None or len(held) - keep < MIN_SEED or cache.covers(held):
-            return
-        if any(
-            o is not slot and common_prefix_len(o.cached, held) == len(held) for o in self._slots
-        ):
-            return
-        size = lc.llama_state_seq_get_size(self._ctx, slot.seq_id)
-        if size > cache.budget:
-            return
-        state = new_state(size)
-        got = lc.llama_state_seq_get_data(self._ctx, state, size, slot.seq_id)
-        if got:
-            cache.put(held, state, got)
-
-    def _restore(self, slot: Slot, saved: Saved, n: int) -> int:
-        """Write a saved state into `slot` and keep its first `n` tokens; returns the tokens
-        `slot` now has (0 when llama.cpp refused the state: the prompt is then prefilled)."""
-        lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-        slot.cached = []
-        if not lc.llama_state_seq_set_data(self._ctx, saved.state, saved.length, slot.seq_id):
-            log.warning("%s: could not restore a saved prompt; prefilling instead", self.name)
-            lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-            return 0
-        slot.cached = list(saved.tokens)
-        self._trim(slot, n)
-        assert self._saved is not None
-        self._saved.restores += 1
-        return len(slot.cached)
-
-    def _seed(self, slot: Slot, source: Slot, n: int) -> int:
-        """Give `slot` a copy of the first `n` tokens `source` holds (a running sequence's or an
-        idle one's): the KV of a shared system prompt or document, or of the same prompt again,
-        without prefilling it and without taking it from the sequence that holds it. Returns the
-        tokens `slot` now has."""
-        if not self._copy_seq(source, slot):
-            return 0
-        self._trim(slot, n)
-        self._prefix_copies += 1
-        return len(slot.cached)
-
-    def _copy_seq(self, source: Slot, slot: Slot) -> bool:
-        """`slot` holds what `source` holds. In the shared pool the cells are shared (no copy).
-        Across llama.cpp's per-sequence streams `llama_memory_seq_cp` would copy the whole
-        stream, writing every page of it (`lazy_kv` would lose them): the cells `source` holds
-        go over through llama.cpp's sequence state instead, written into `slot`'s first cells."""
-        lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-        slot.cached = []
-        if self.unified:
-            lc.llama_memory_seq_cp(self._mem, source.seq_id, slot.seq_id, -1, -1)
-        else:
-            size = lc.llama_state_seq_get_size(self._ctx, source.seq_id)
-            state = (ctypes.c_uint8 * size)()
-            got = lc.llama_state_seq_get_data(self._ctx, state, size, source.seq_id)
-            if not got or not lc.llama_state_seq_set_data(self._ctx, state, got, slot.seq_id):
-                log.warning("%s: could not copy a sequence's KV; prefilling instead", self.name)
-                lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-                return False
-        slot.cached = list(source.cached)
-        return True
 
     def _free_cells(self) -> int:
         """Cells nobody holds or is about to: the pool less every sequence's tokens (idle ones'
         included) and the prompt tokens running sequences have still to bring in."""
-        held = sum(len(s.cached) for s in self._slots)
         owed = sum(
             len(j.fill) - len(j.slot.cached)
             for j in self._active
             if j.slot is not None and j.leader is None and len(j.slot.cached) < len(j.fill)
         )
-        return self.n_cells - held - owed
+        return self.n_cells - self._kv.held() - owed
 
     def _make_room(self, need: int, spare: Slot | None = None, keep: int = 0) -> bool:
-        """Free `need` cells by dropping idle sequences' cached tokens, least recently used
-        first (of `spare`, only what is past its first `keep`). False when they are not enough.
-        Without a shared pool each sequence has its own `context_size` of cells: always room."""
-        if not self.unified:
-            return True
-        free = self._free_cells()
-        if spare is not None:
-            free += len(spare.cached) - keep
-        if free >= need:
-            return True
-        idle = sorted(
-            (s for s in self._slots if s.job is None and s.cached and s is not spare),
-            key=lambda s: s.last_used,
-        )
-        for slot in idle:
-            free += len(slot.cached)
-            self._stash(slot, 0)
-            self._trim(slot, 0)
-            if free >= need:
-                return True
-        return False
+        return self._kv.make_room(need, self._free_cells(), spare, keep)
 
     def _generating(self) -> list[Job]:
         """The jobs whose next token goes into this step (their prompt is in the KV), in the
@@ -518,20 +439,13 @@ class Engine:
             if len(slot.cached) >= len(job.fill):  # past its prompt: resume from all it holds
                 job.fill = list(slot.cached)
             self._active.remove(job)
-            lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-            slot.cached.clear()
+            self._kv.clear(slot)
             slot.job = None
             job.slot = None
             self._waiting.appendleft([job])
             self._preempted += 1
             log.info("%s: KV pool full; preempted a sequence (%d tokens)", self.name, len(job.fill))
         return True
-
-    def _trim(self, slot: Slot, keep: int) -> None:
-        if keep < len(slot.cached) and not lc.llama_memory_seq_rm(self._mem, slot.seq_id, keep, -1):
-            lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-            keep = 0
-        del slot.cached[keep:]
 
     def _attach(self, job: Job, slot: Slot, cached: int) -> None:
         slot.job = job
@@ -550,9 +464,40 @@ class Engine:
         if not self._preempt():
             self._decode_failed(1)  # cannot happen while one sequence fits in the pool
             return
-        batch = self._batch
-        n = 0
+        for job in self._active:
+            job.batch_index = -1
         generating = self._generating()
+        n, drafted = self._put_generation(generating)
+        generation_only = n
+        n, scored = self._put_prompts(n)
+        if n == 0:
+            return
+        self._batch.n_tokens = n
+        if self._cores is not None and (threads := self._cores.advise()) is not None:
+            lc.llama_set_n_threads(self._ctx, threads, threads)
+        started, emitted = time.perf_counter(), self._generated
+        rc = lc.llama_decode(self._ctx, self._batch)
+        self._steps += 1
+        if rc != 0:
+            self._decode_failed(rc)
+            return
+        for job, first, start in scored:
+            self._score_prompt(job, first, start)
+        for job in [j for j in self._active if j.batch_index >= 0 and j.followers]:
+            self._start_followers(job)  # they sample from their leader's last prompt logits
+        for job in [j for j in self._active if j.batch_index >= 0]:
+            if not job.done:
+                self._verify(job)
+        took = time.perf_counter() - started
+        if self._cores is not None:
+            self._cores.record(n, took)
+        if generating and n == generation_only:
+            self._payoff.record(len(generating), drafted > 0, self._generated - emitted, took)
+
+    def _put_generation(self, generating: list[Job]) -> tuple[int, int]:
+        """Put the next token of every generating sequence in the batch, each followed by the
+        tokens prompt lookup drafts for it. Returns (tokens in the batch, drafted tokens)."""
+        n = drafted = 0
         # Drafted tokens cost compute like generated ones: drafts fill the batch only up to
         # draft_max + 1 tokens of generation, so they help few sequences and leave many alone.
         budget = self.config.draft_max + 1
@@ -560,10 +505,6 @@ class Engine:
             budget = min(budget, self._free_cells())
         budget -= len(generating)
         pays = budget > 0 and self._payoff.allow(len(generating))  # measured
-        drafted = 0
-        # The next token of every sequence that is generating, with its drafts ...
-        for job in self._active:
-            job.batch_index = -1
         for job in generating:
             slot = job.slot
             assert slot is not None and job.pending is not None
@@ -591,8 +532,12 @@ class Engine:
                     n += 1
                 budget -= len(job.drafts)
                 drafted += len(job.drafts)
-        generation_only = n
-        # ... then prompt chunks of those still prefilling, oldest first.
+        return n, drafted
+
+    def _put_prompts(self, n: int) -> tuple[int, list[tuple[Job, int, int]]]:
+        """Fill the batch from position `n` with prompt chunks of the sequences still
+        prefilling, oldest first. Returns (tokens in the batch, the chunks to score for `echo`
+        as (job, batch position, prompt position))."""
         scored: list[tuple[Job, int, int]] = []
         for job in self._active:
             if n >= self.n_batch:
@@ -613,31 +558,9 @@ class Engine:
             # The last prompt token's logits give the first token (a preempted job coming back
             # has its next token already).
             if start + take == len(fill) and job.pending is None:
-                batch.logits[n - 1] = 1
+                self._batch.logits[n - 1] = 1
                 job.batch_index = n - 1
-        if n == 0:
-            return
-        batch.n_tokens = n
-        if self._cores is not None and (threads := self._cores.advise()) is not None:
-            lc.llama_set_n_threads(self._ctx, threads, threads)
-        started, emitted = time.perf_counter(), self._generated
-        rc = lc.llama_decode(self._ctx, batch)
-        self._steps += 1
-        if rc != 0:
-            self._decode_failed(rc)
-            return
-        for job, first, start in scored:
-            self._score_prompt(job, first, start)
-        for job in [j for j in self._active if j.batch_index >= 0 and j.followers]:
-            self._start_followers(job)  # they sample from their leader's last prompt logits
-        for job in [j for j in self._active if j.batch_index >= 0]:
-            if not job.done:
-                self._verify(job)
-        took = time.perf_counter() - started
-        if self._cores is not None:
-            self._cores.record(n, took)
-        if generating and n == generation_only:
-            self._payoff.record(len(generating), drafted > 0, self._generated - emitted, took)
+        return n, scored
 
     def _verify(self, job: Job) -> None:
         """Sample the job's next token, and while it equals the next drafted token (which the
@@ -657,7 +580,7 @@ class Engine:
             job.batch_index = first + 1 + i
             self._on_logits(job)
         if drafts and slot is not None:
-            lc.llama_memory_seq_rm(self._mem, slot.seq_id, len(slot.cached), -1)
+            self._kv.drop_after(slot, len(slot.cached))
             self._drafted += len(drafts)
             self._accepted += accepted
             if job.lookup is not None:
@@ -692,7 +615,7 @@ class Engine:
         for f in leader.followers:
             if f.done or f.slot is None:
                 continue
-            if not self._copy_seq(leader.slot, f.slot):
+            if not self._kv.copy(leader.slot, f.slot):
                 f.handle.push(ErrorEvent(EngineError("could not copy the prompt's KV")))
                 self._finish(f, None)  # cannot happen with a healthy context
                 continue
@@ -869,8 +792,7 @@ class Engine:
             slot.job = None
             slot.last_used = time.monotonic()
             if job.leader is not None:  # a follower that never got its copy holds nothing valid
-                lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-                slot.cached.clear()
+                self._kv.clear(slot)
             job.slot = None
         for f in job.followers:  # followers cannot outlive a cancelled leader's prefill
             if not f.done:
@@ -886,8 +808,7 @@ class Engine:
                 slot = job.slot
                 self._finish(job, None)
                 if slot is not None:
-                    lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-                    slot.cached.clear()
+                    self._kv.clear(slot)
 
     def _free(self) -> None:
         if self._ctx:
@@ -895,65 +816,3 @@ class Engine:
             lc.llama_free(self._ctx)
             self._ctx = None
         log.info("engine %s stopped", self.name)
-
-
-#: Fewest shared tokens worth a copy from another sequence: a copy moves the source's cells
-#: (memory, no compute), far cheaper per token than prefilling them.
-MIN_SEED = 16
-#: A free sequence still holds the prompt's own conversation when all it holds but this many
-#: tokens is the prompt's start (a template may render the end of an answer differently).
-CONTINUE_SLACK = 4
-
-
-@dataclasses.dataclass(frozen=True)
-class Placement:
-    """Where a new prompt runs: `slot` keeps its first `keep` tokens, or when `source` is set,
-    gets a copy of `source`'s first `seed` tokens instead."""
-
-    slot: Slot
-    keep: int
-    source: Slot | None = None
-    seed: int = 0
-
-
-def _runs_added(busy: set[int] | None, seq_id: int) -> int:
-    """How many more runs of consecutive ids the busy sequences make once `seq_id` is busy too
-    (1: a new run, 0: it extends one, -1: it joins two). 0 without streams (`busy` None)."""
-    if busy is None:
-        return 0
-    return 1 - (seq_id - 1 in busy) - (seq_id + 1 in busy)
-
-
-def _place(
-    free: list[Slot], slots: list[Slot], prompt: list[int], busy: set[int] | None = None
-) -> Placement:
-    """The free sequence to run `prompt` in, what it keeps, and what it copies.
-
-    With per-sequence streams (`busy`: the ids of the busy sequences) first a sequence that
-    keeps the busy ones in as few runs of consecutive ids as it can: each run is a pass over
-    the model's weights in every step (`Engine._generating`), which costs about what a
-    one-sequence step costs, for as long as the answers run; a copy of the KV a prompt shares
-    with another sequence costs a memory copy, once.
-    Among those, a free sequence holding the start of the prompt's own conversation: all it
-    holds but at most `CONTINUE_SLACK` tokens is the prompt's start (the longest first). The
-    next turn goes on in place. Else an empty sequence, else the least recently used one, so
-    that no other conversation loses its cache to a prompt that shares only part of it. That
-    sequence then gets a copy of the longest prefix any sequence holds (running or idle: a
-    shared system prompt or document, the conversation held elsewhere, the same prompt asked
-    again), when it is `MIN_SEED` tokens longer than its own.
-    """
-    shared = {id(s): common_prefix_len(s.cached, prompt) for s in slots}
-
-    def rank(slot: Slot) -> tuple[int, int, int, float]:
-        runs = -_runs_added(busy, slot.seq_id)
-        n = shared[id(slot)]
-        if n and len(slot.cached) - n <= CONTINUE_SLACK:  # it holds the prompt's conversation
-            return (runs, 2, n, 0.0)
-        return (runs, 0 if slot.cached else 1, 0, -slot.last_used)
-
-    best = max(free, key=rank)
-    own = shared[id(best)]
-    source = max((s for s in slots if s is not best), key=lambda s: shared[id(s)], default=None)
-    if source is not None and shared[id(source)] >= own + MIN_SEED:
-        return Placement(best, own, source, shared[id(source)])
-    return Placement(best, own)
