@@ -390,8 +390,7 @@ class Engine:
                 free.remove(slot)
                 if busy is not None:
                     busy.add(slot.seq_id)
-                self._kv.stash(slot, 0)
-                self._kv.trim(slot, 0)
+                self._kv.evict(slot)
                 self._attach(job, slot, 0)
 
     def _free_cells(self) -> int:

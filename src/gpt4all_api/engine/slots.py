@@ -74,6 +74,11 @@ class Slots:
             keep = 0
         del slot.cached[keep:]
 
+    def evict(self, slot: Slot) -> None:
+        """Drop all an idle `slot` holds for another prompt, saved to the prompt cache first."""
+        self.stash(slot, 0)
+        self.trim(slot, 0)
+
     def stash(self, slot: Slot, keep: int) -> None:
         """Save the KV of an idle sequence about to lose all but its first `keep` tokens, when
         that is worth a prefill saved and no other sequence or saved state holds all of it."""
@@ -96,7 +101,7 @@ class Slots:
         self.clear(slot)
         if not lc.llama_state_seq_set_data(self._ctx, saved.state, saved.length, slot.seq_id):
             log.warning("%s: could not restore a saved prompt; prefilling instead", self.name)
-            lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+            self.clear(slot)  # what llama.cpp wrote before it refused
             return 0
         slot.cached = list(saved.tokens)
         self.trim(slot, n)
@@ -129,7 +134,7 @@ class Slots:
             got = lc.llama_state_seq_get_data(self._ctx, state, size, source.seq_id)
             if not got or not lc.llama_state_seq_set_data(self._ctx, state, got, slot.seq_id):
                 log.warning("%s: could not copy a sequence's KV; prefilling instead", self.name)
-                lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                self.clear(slot)
                 return False
         slot.cached = list(source.cached)
         return True
@@ -151,8 +156,7 @@ class Slots:
         )
         for slot in idle:
             free += len(slot.cached)
-            self.stash(slot, 0)
-            self.trim(slot, 0)
+            self.evict(slot)
             if free >= need:
                 return True
         return False
