@@ -57,7 +57,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         share_cores=settings.share_cores,
         lazy_kv=settings.lazy_kv,
         max_queue=settings.max_queue,
-        kv_cache_type=settings.kv_cache_type,
+        kv_types=settings.kv_types,
         kv_unified=settings.kv_unified,
         kv_size=settings.kv_size or 0,
         prompt_lookup=settings.prompt_lookup,

@@ -63,6 +63,13 @@ def float_list(value: object) -> object:
     return value
 
 
+#: The KV cache's (keys, values) precision by default. q8_0 keys halve their memory; f16 values
+#: prefill long prompts faster than q8_0 ones. With the two types unlike (or both quantized),
+#: llama.cpp's CPU flash attention sums one query row at a time, so greedy answers do not
+#: depend on how prompts were batched (docs/performance.md).
+DEFAULT_KV_TYPES = ("q8_0", "f16")
+
+
 def _env(name: str, *legacy: str) -> AliasChoices:
     """The environment names of a setting: `GPT4ALL_API_<NAME>`, then its documented legacy
     names. The bare field name is never read from the environment (`HOST` and `PORT` belong to
@@ -179,10 +186,22 @@ class Settings(BaseSettings):
         validation_alias=_env("batch_size"),
         description="Most tokens handed to llama_decode in one step.",
     )
-    kv_cache_type: Literal["f16", "q8_0"] = Field(
-        "q8_0",
+    kv_cache_type: Literal["f16", "q8_0"] | None = Field(
+        None,
         validation_alias=_env("kv_cache_type"),
-        description="KV cache precision: q8_0 takes half the memory of f16.",
+        description="KV cache precision of both keys and values (unless kv_cache_type_k or "
+        "kv_cache_type_v say otherwise): q8_0 takes half the memory of f16. Default: q8_0 keys, "
+        "f16 values.",
+    )
+    kv_cache_type_k: Literal["f16", "q8_0"] | None = Field(
+        None,
+        validation_alias=_env("kv_cache_type_k"),
+        description="KV cache precision of the keys (default q8_0, or kv_cache_type).",
+    )
+    kv_cache_type_v: Literal["f16", "q8_0"] | None = Field(
+        None,
+        validation_alias=_env("kv_cache_type_v"),
+        description="KV cache precision of the values (default f16, or kv_cache_type).",
     )
     # -- GPU offload (docs/gpu.md) -----------------------------------------------------------
     device: Literal["auto", "cpu", "gpu", "metal", "cuda", "vulkan"] = Field(
@@ -518,6 +537,13 @@ class Settings(BaseSettings):
             return None
         open_, close = self.reasoning_tags.split()
         return open_, close
+
+    @property
+    def kv_types(self) -> tuple[str, str]:
+        """The KV cache's (keys, values) precision: q8_0 keys and f16 values unless told."""
+        k = self.kv_cache_type_k or self.kv_cache_type or DEFAULT_KV_TYPES[0]
+        v = self.kv_cache_type_v or self.kv_cache_type or DEFAULT_KV_TYPES[1]
+        return k, v
 
     @field_validator("device", "split_mode", mode="before")
     @classmethod

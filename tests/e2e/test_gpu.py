@@ -125,10 +125,16 @@ def test_device_cpu_keeps_every_layer_on_the_cpu(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("context_size", "parallel", "kv"), [(2048, 8, "q8_0"), (2048, 8, "f16"), (1000, 3, "q8_0")]
+    ("context_size", "parallel", "kv"),
+    [
+        (2048, 8, ("q8_0", "f16")),
+        (2048, 8, ("q8_0", "q8_0")),
+        (2048, 8, ("f16", "f16")),
+        (1000, 3, ("q8_0", "f16")),
+    ],
 )
 def test_estimate_against_llama_cpp_buffers(
-    embedded_model: Path, context_size: int, parallel: int, kv: str
+    embedded_model: Path, context_size: int, parallel: int, kv: tuple[str, str]
 ) -> None:
     """The estimate of weights, KV cache and compute buffer next to what llama.cpp reports it
     allocated (on the CPU here: the same tensors, the same cache, the same graph)."""
@@ -137,9 +143,9 @@ def test_estimate_against_llama_cpp_buffers(
         context_size=context_size,
         parallel=parallel,
         batch_size=512,
-        kv_cache_type=kv,
+        kv_types=kv,
     )
-    config = EngineConfig(context_size=context_size, parallel=parallel, threads=1, kv_cache_type=kv)
+    config = EngineConfig(context_size=context_size, parallel=parallel, threads=1, kv_types=kv)
     with llama_log.capture() as buffers:
         model = Model.load(embedded_model)
         engine = Engine(model, config)

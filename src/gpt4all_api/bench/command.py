@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from ..settings import DEFAULT_KV_TYPES
+
 
 def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
     try:
@@ -92,9 +94,18 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 @click.option(
     "--kv-cache-type",
     type=click.Choice(["q8_0", "f16"]),
-    default="q8_0",
-    show_default=True,
-    help="With --compare: K and V cache type of our server and llama-server.",
+    help="With --compare: K and V cache type of our server and llama-server "
+    f"(default: {DEFAULT_KV_TYPES[0]} K, {DEFAULT_KV_TYPES[1]} V, as the server's).",
+)
+@click.option(
+    "--kv-cache-type-k",
+    type=click.Choice(["q8_0", "f16"]),
+    help="With --compare: the K cache type (llama-server's -ctk).",
+)
+@click.option(
+    "--kv-cache-type-v",
+    type=click.Choice(["q8_0", "f16"]),
+    help="With --compare: the V cache type (llama-server's -ctv).",
 )
 @click.option(
     "--server-arg",
@@ -215,7 +226,10 @@ def bench(**o: Any) -> None:
             batch_size=o["batch_size"],
             parallel=o["parallel"] or max(o["levels"]),
             extra_args=tuple(o["server_args"]),
-            kv_cache_type=o["kv_cache_type"],
+            kv_types=(
+                o["kv_cache_type_k"] or o["kv_cache_type"] or DEFAULT_KV_TYPES[0],
+                o["kv_cache_type_v"] or o["kv_cache_type"] or DEFAULT_KV_TYPES[1],
+            ),
             llama_server=o["llama_server"],
             llama_server_args=tuple(o["llama_server_args"]),
         )

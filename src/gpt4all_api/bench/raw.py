@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import llama_cpp as lc
 
-from ..engine.model import Model
+from ..engine.model import Model, kv_cache_types
 from ..engine.templates import render_jinja, render_plain
 from .load import chat_messages
 
@@ -66,14 +66,14 @@ def step_costs(
     threads: int,
     context_size: int = 2048,
     batch_size: int = 512,
-    kv_cache_type: str = "f16",
+    kv_types: tuple[str, str] = ("f16", "f16"),
     trials: int = 7,
 ) -> list[StepCost]:
     """Prompt-lookup speculation's ceiling on this machine: one sequence with a chat prompt in
     its KV, then `llama_decode` of k tokens after it (dropped again), `trials` times for each k.
     A draft of k - 1 tokens all accepted gives k tokens for one step of k."""
     n_batch = max(batch_size, max(sizes))
-    ctx = _context(model, context_size, 1, n_batch, threads, kv_cache_type, "the step costs")
+    ctx = _context(model, context_size, 1, n_batch, threads, kv_types, "the step costs")
     batch = lc.llama_batch_init(n_batch, 0, 1)
     sampler = lc.llama_sampler_init_greedy()
     mem = lc.llama_get_memory(ctx)
@@ -129,7 +129,9 @@ def raw_decode(
 ) -> RawResult:
     """Median over `reps` runs of greedy decoding `steps` tokens for each of `n_seq` sequences."""
     n_batch = max(batch_size, n_seq)
-    ctx = _context(model, context_size, n_seq, n_batch, threads, "f16", "the raw benchmark")
+    ctx = _context(
+        model, context_size, n_seq, n_batch, threads, ("f16", "f16"), "the raw benchmark"
+    )
     batch = lc.llama_batch_init(n_batch, 0, 1)
     samplers = [lc.llama_sampler_init_greedy() for _ in range(n_seq)]
     result = RawResult(n_seq=n_seq, steps=steps)
@@ -174,7 +176,7 @@ def _context(
     n_seq: int,
     n_batch: int,
     threads: int,
-    kv_cache_type: str,
+    kv_types: tuple[str, str],
     purpose: str,
 ) -> lc.llama_context_p:
     """A context of `n_seq` sequences of `context_size` tokens, each in its own KV stream."""
@@ -184,9 +186,7 @@ def _context(
     params.n_batch = params.n_ubatch = n_batch
     params.n_threads = params.n_threads_batch = threads
     params.kv_unified = False
-    if kv_cache_type == "q8_0":  # as the servers run it (a quantized V needs flash attention)
-        params.type_k = params.type_v = lc.GGML_TYPE_Q8_0
-        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    kv_cache_types(params, *kv_types)  # as the servers run it
     params.no_perf = True
     ctx = lc.llama_init_from_model(model.ptr, params)
     if not ctx:

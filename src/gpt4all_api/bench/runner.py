@@ -417,7 +417,7 @@ def run_compare(
                 threads=options.threads,
                 context_size=options.context_size,
                 batch_size=options.batch_size,
-                kv_cache_type=options.kv_cache_type,
+                kv_types=options.kv_types,
             )
             best = max(report.step_costs, key=lambda c: c.ceiling)
             say(f"step costs: {best.tokens} tokens cost {best.steps:.1f} single-token steps")

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from ..cli_threads import child_env
+from ..settings import DEFAULT_KV_TYPES
 
 
 def free_port() -> int:
@@ -35,7 +36,8 @@ class ServerOptions:
     # Ours and llama-server's slots (llama-cpp-python's server decodes one request at a time).
     parallel: int = 16
     extra_args: tuple[str, ...] = ()  # more flags for our server (tuning runs)
-    kv_cache_type: str = "q8_0"  # ours and llama-server's K and V cache (q8_0: flash attention)
+    #: Ours and llama-server's K and V cache types (a quantized one runs flash attention).
+    kv_types: tuple[str, str] = DEFAULT_KV_TYPES
     llama_server: Path | None = None  # llama.cpp's llama-server binary, when compared
     llama_server_args: tuple[str, ...] = ()  # more flags for llama-server
 
@@ -62,8 +64,10 @@ def ours_command(opts: ServerOptions, port: int) -> list[str]:
         str(opts.parallel),
         "--batch-size",
         str(opts.batch_size),
-        "--kv-cache-type",
-        opts.kv_cache_type,
+        "--kv-cache-type-k",
+        opts.kv_types[0],
+        "--kv-cache-type-v",
+        opts.kv_types[1],
         "--log-level",
         "warning",
         *opts.extra_args,
@@ -106,8 +110,8 @@ def llama_server_command(opts: ServerOptions, port: int) -> list[str]:
     downloads (the binary is built without curl)."""
     if opts.llama_server is None:
         raise ValueError("no llama-server binary given")
-    cache = ["-ctk", opts.kv_cache_type, "-ctv", opts.kv_cache_type]
-    fa = ["-fa", "on"] if opts.kv_cache_type != "f16" else ["-fa", "auto"]
+    cache = ["-ctk", opts.kv_types[0], "-ctv", opts.kv_types[1]]
+    fa = ["-fa", "on"] if "q8_0" in opts.kv_types else ["-fa", "auto"]
     return [
         str(opts.llama_server),
         "--model",

@@ -42,6 +42,21 @@ def init_backend() -> None:
             _backend_ready = True
 
 
+_KV_GGML_TYPES = {"f16": lc.GGML_TYPE_F16, "q8_0": lc.GGML_TYPE_Q8_0}
+
+
+def kv_cache_types(params: lc.llama_context_params, type_k: str, type_v: str) -> None:
+    """Set a context's KV cache types ("f16" or "q8_0"). A quantized cache runs attention
+    through flash attention (llama.cpp needs it for a quantized V). On the CPU, flash attention
+    over a K and a V of unlike types, or of quantized ones, sums one query row at a time, so a
+    token's logits do not depend on what else was in its batch; over f16 K and V with flash
+    attention on, a batch of queries takes a tiled kernel whose sums do (docs/performance.md)."""
+    params.type_k = _KV_GGML_TYPES[type_k]
+    params.type_v = _KV_GGML_TYPES[type_v]
+    if "q8_0" in (type_k, type_v):
+        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+
+
 class ModelLoadError(Exception):
     """The file is not a loadable GGUF model."""
 

@@ -102,7 +102,7 @@ def layer_costs(
     context_size: int,
     parallel: int,
     batch_size: int,
-    kv_cache_type: str = "q8_0",
+    kv_types: tuple[str, str] = ("q8_0", "f16"),  # the K and V caches' types
     kv_size: int = 0,  # a unified pool's size (0: `context_size` per sequence)
 ) -> LayerCosts:
     """The costs of a model from its GGUF header and the engine's context settings."""
@@ -143,8 +143,8 @@ def layer_costs(
     if not has_output:  # tied embeddings: llama.cpp gives the output layer its own copy
         output += token_embd
 
-    kv_type = KV_TYPES[kv_cache_type]
-    per_cell = n_head_kv * (head_k + head_v) * _type_size(kv_type)
+    type_k, type_v = (KV_TYPES[t] for t in kv_types)
+    per_cell = n_head_kv * (head_k * _type_size(type_k) + head_v * _type_size(type_v))
     kv = round(kv_cells(context_size, parallel, kv_size) * per_cell)
     n_ubatch = max(batch_size, parallel * 2)
     return LayerCosts(

@@ -33,7 +33,7 @@ from . import kv_pages, llama_log
 from .cores import CoreShare
 from .logprobs import LogprobReader
 from .lookup import DraftPayoff, PromptLookup
-from .model import Model
+from .model import Model, kv_cache_types
 from .prompt_cache import PromptCache
 from .reasoning import ReasoningSpec, ReasoningSplitter
 from .request import (
@@ -85,9 +85,7 @@ class Engine:
         params.n_threads = config.threads
         params.n_threads_batch = config.threads
         params.kv_unified = config.kv_unified
-        if config.kv_cache_type == "q8_0":  # a quantized V cache needs flash attention
-            params.type_k = params.type_v = lc.GGML_TYPE_Q8_0
-            params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        kv_cache_types(params, *config.kv_types)
         params.no_perf = True
         regions = kv_pages.anonymous_regions() if config.lazy_kv else set()
         with llama_log.capture() as buffers:

@@ -40,7 +40,8 @@ class EngineConfig:
     share_cores: bool = True  # fewer threads while other processes use cores (cores.py)
     lazy_kv: bool = True  # the KV cache's pages are given back until written (kv_pages.py)
     max_queue: int = 0  # 0: unbounded
-    kv_cache_type: str = "q8_0"  # "f16" or "q8_0" (half the memory; needs flash attention)
+    #: The KV cache's (keys, values) types, "f16" or "q8_0" (half the memory; flash attention).
+    kv_types: tuple[str, str] = ("q8_0", "f16")
     #: One KV pool shared by all sequences (llama.cpp's unified KV cache) instead of a fixed
     #: `context_size` per sequence: more sequences in the same memory, but a sequence's cells
     #: then sit wherever the pool had room, and the order attention sums them in (so the last

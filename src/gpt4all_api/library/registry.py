@@ -241,7 +241,7 @@ class ModelRegistry:
             context_size=self.config.context_size,
             parallel=self.config.parallel,
             batch_size=self.config.batch_size,
-            kv_cache_type=self.config.kv_cache_type,
+            kv_types=self.config.kv_types,
             kv_size=self.config.pool_cells if self.config.kv_unified else 0,
         )
 
