@@ -86,11 +86,12 @@ class RequestTrace:
     async def next_event(self, queue: asyncio.Queue[Event]) -> Event:
         """The next engine event, within the request's deadline; records timings and tokens."""
         deadline = self.deadline
-        if deadline is None:
+        if deadline is None or not queue.empty():
             ev = await queue.get()
         else:
-            try:
-                ev = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+            try:  # a timer, not wait_for's task per event: this runs once per streamed token
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    ev = await queue.get()
             except TimeoutError:
                 raise RequestTimeout(
                     f"The request ran past this server's limit of {self.timeout:g} seconds "
