@@ -1,6 +1,6 @@
 """The KV cache takes RAM as sequences write it (`--lazy-kv`, the default, Linux): a server with
-16 sequences of 8,192 tokens (2.2 GB of q8_0 keys and f16 values) starts and answers in a fraction of that,
-and its greedy answers are the ones a server holding the whole cache gives."""
+16 sequences of 8,192 tokens (2.2 GB of q8_0 keys and f16 values) starts and answers in a
+fraction of that, and its greedy answers are the ones a server holding the whole cache gives."""
 
 from __future__ import annotations
 

@@ -63,6 +63,9 @@ def test_summarize_counts_tokens_and_latencies() -> None:
     assert summarize(2, recs, 2.0, "chunks").output_tokens == 6
     lv.server_cpu_s = 0.7
     assert cpu_ms_per_token(lv) == pytest.approx(100.0)
+    assert cpu_ms_per_token(lv, outside_decode=True) is None  # not measured
+    lv.other_cpu_s = 0.07
+    assert cpu_ms_per_token(lv, outside_decode=True) == pytest.approx(10.0)
 
 
 def test_token_source_falls_back_when_usage_is_missing() -> None:

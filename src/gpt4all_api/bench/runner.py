@@ -195,6 +195,7 @@ async def bench_url(
             rss.sample()
             lv.peak_rss_mb = rss.peak_mb
             lv.server_cpu_s = rss.cpu_since_reset()
+            lv.other_cpu_s = rss.other_cpu_since_reset()
         say(
             f"{name}{tag}: {c} clients, {lv.requests} requests, {lv.tokens_per_s:.1f} tokens/s, "
             f"TTFT p50 {_ms(lv.ttft_p50)}, {lv.errors} errors"
@@ -433,7 +434,7 @@ def run_compare(
                     if ours
                     else (("greedy", None),)
                 )
-                with server, RssSampler(server.proc.pid) as rss:  # type: ignore[union-attr]
+                with server, RssSampler(server.proc.pid, decode_threads=options.threads) as rss:  # type: ignore[union-attr]
                     profiler = (
                         Profiler(
                             server.proc.pid,  # type: ignore[union-attr]

@@ -213,10 +213,15 @@ class RssSampler:
     pid: int
     interval: float = 0.1
     peak_bytes: int = 0
+    #: The server's decode threads (`--threads`): the CPU time of every other thread (HTTP,
+    #: event loop, Python glue) is also counted apart, since on a machine whose cores all
+    #: decode, that work takes its time from a decode thread.
+    decode_threads: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     cpu_at_reset: float = 0.0
+    threads_at_reset: dict[tuple[int, int], float] = field(default_factory=dict)
 
     def _procs(self) -> list[Any]:
         import psutil
@@ -248,14 +253,36 @@ class RssSampler:
                 total += t.user + t.system
         return total
 
+    def thread_seconds(self) -> dict[tuple[int, int], float]:
+        """User + system CPU time of each thread of the process tree so far."""
+        import psutil
+
+        out: dict[tuple[int, int], float] = {}
+        for p in self._procs():
+            with contextlib.suppress(psutil.Error):
+                for t in p.threads():
+                    out[(p.pid, t.id)] = t.user_time + t.system_time
+        return out
+
     def reset(self) -> None:
         """Start a new measurement: peak RSS from now, CPU time counted from now."""
         self.peak_bytes = 0
         self.sample()
         self.cpu_at_reset = self.cpu_seconds()
+        self.threads_at_reset = self.thread_seconds()
 
     def cpu_since_reset(self) -> float:
         return self.cpu_seconds() - self.cpu_at_reset
+
+    def other_cpu_since_reset(self) -> float | None:
+        """CPU time since `reset` of every thread but the `decode_threads` busiest ones."""
+        if self.decode_threads <= 0:
+            return None
+        before = self.threads_at_reset
+        used = sorted(
+            (t - before.get(key, 0.0) for key, t in self.thread_seconds().items()), reverse=True
+        )
+        return sum(used[self.decode_threads :])
 
     @property
     def peak_mb(self) -> float:

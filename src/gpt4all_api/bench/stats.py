@@ -87,6 +87,8 @@ class LevelResult:
     itl_p95: float | None
     peak_rss_mb: float | None = None
     server_cpu_s: float | None = None  # CPU time of the server's process tree during the level
+    #: ... of its threads but the `--threads` busiest (decode) ones: HTTP, event loop, glue
+    other_cpu_s: float | None = None
     error_samples: list[str] = field(default_factory=list)
 
 
@@ -123,8 +125,10 @@ def summarize(
     )
 
 
-def cpu_ms_per_token(level: LevelResult) -> float | None:
-    """Server CPU milliseconds per output token: a figure less sensitive to a busy machine."""
-    if level.server_cpu_s is None or not level.output_tokens:
+def cpu_ms_per_token(level: LevelResult, *, outside_decode: bool = False) -> float | None:
+    """Server CPU milliseconds per output token: a figure less sensitive to a busy machine.
+    `outside_decode`: only the CPU of the threads that do not decode."""
+    cpu = level.other_cpu_s if outside_decode else level.server_cpu_s
+    if cpu is None or not level.output_tokens:
         return None
-    return 1000 * level.server_cpu_s / level.output_tokens
+    return 1000 * cpu / level.output_tokens
