@@ -117,16 +117,14 @@ class Engine:
         self._accepted = 0
         self._preempted = 0
         mb = config.prompt_cache_mb
-        self._saved = PromptCache(mb << 20) if mb > 0 else None
         self._kv = Slots(
             self._ctx,
             config.parallel,
             unified=self.unified,
             n_cells=self.n_cells,
-            cache=self._saved,
+            cache=PromptCache(mb << 20) if mb > 0 else None,
             name=self.name,
         )
-        self._slots = self._kv.all
         self._admitted = 0
         self._payoff = DraftPayoff()
         cores = CoreShare(config.threads) if config.share_cores else None
@@ -143,7 +141,7 @@ class Engine:
 
     @property
     def parallel(self) -> int:
-        return len(self._slots)
+        return len(self._kv)
 
     def submit(
         self,
@@ -160,9 +158,9 @@ class Engine:
                 f"{self.n_ctx_seq}",
                 code="context_length_exceeded",
             )
-        if request.n > len(self._slots):
+        if request.n > len(self._kv):
             raise InvalidRequest(
-                f"n={request.n} is more than this server's {len(self._slots)} parallel slots",
+                f"n={request.n} is more than this server's {len(self._kv)} parallel slots",
                 param="n",
             )
         if self.config.max_queue and len(self._waiting) >= self.config.max_queue:
@@ -192,11 +190,11 @@ class Engine:
 
     def stats(self) -> EngineStats:
         return EngineStats(
-            slots=len(self._slots),
-            busy_slots=sum(1 for s in self._slots if s.job is not None),
+            slots=len(self._kv),
+            busy_slots=sum(1 for s in self._kv.all if s.job is not None),
             waiting=len(self._waiting),
             context_per_slot=self.n_ctx_seq,
-            kv_tokens=sum(len(s.cached) for s in self._slots),
+            kv_tokens=self._kv.held(),
             kv_capacity=self.n_cells,
             steps=self._steps,
             generated_tokens=self._generated,
@@ -207,8 +205,8 @@ class Engine:
             draft_accepted=self._accepted,
             preempted=self._preempted,
             prefix_copies=self._kv.prefix_copies,
-            prompt_cache_restores=self._saved.restores if self._saved else 0,
-            prompt_cache_bytes=self._saved.held if self._saved else 0,
+            prompt_cache_restores=self._kv.cache.restores if self._kv.cache else 0,
+            prompt_cache_bytes=self._kv.cache.held if self._kv.cache else 0,
             threads=self._cores.threads if self._cores else self.config.threads,
         )
 
@@ -345,20 +343,20 @@ class Engine:
     def _admit(self) -> None:
         while self._waiting:
             group = self._waiting[0]
-            free = [s for s in self._slots if s.job is None]
+            free = [s for s in self._kv.all if s.job is None]
             if len(free) < len(group):
                 return  # FIFO: later requests wait behind this one
             leader = group[0]
             fill = leader.fill
             reuse = not leader.request.echo_logprobs  # scoring needs logits of every token
-            busy = None if self.unified else {s.seq_id for s in self._slots if s.job is not None}
-            spot = place(free, self._slots, fill if reuse else [], busy)
+            busy = None if self.unified else {s.seq_id for s in self._kv.all if s.job is not None}
+            spot = place(free, self._kv.all, fill if reuse else [], busy)
             best = spot.slot
             keep = min(spot.keep, len(fill) - 1)
             seed = min(spot.seed, len(fill) - 1)
             saved, restore = None, 0
-            if self._saved is not None and reuse:
-                saved, restore = self._saved.longest(fill)
+            if self._kv.cache is not None and reuse:
+                saved, restore = self._kv.cache.longest(fill)
                 restore = min(restore, len(fill) - 1)
                 if restore < max(keep, seed) + MIN_SEED:
                     saved, restore = None, 0
