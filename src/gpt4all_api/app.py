@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .api import chat, completions, embeddings, models, system, tokens, web
+from .api.streaming import JSONBody
 from .dialects.anthropic import routes as anthropic
 from .dialects.ollama import routes as ollama
 from .dialects.responses import routes as responses
@@ -139,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="OpenAI-compatible API over local GPT4All / GGUF models",
         lifespan=lifespan,
+        default_response_class=JSONBody,
     )
     app.state.server = state
     _install_error_handlers(app)

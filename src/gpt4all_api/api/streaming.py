@@ -8,14 +8,14 @@ stream, in the dialect's own shape: OpenAI's `{"error": …}` frame then `[DONE]
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from sse_starlette.sse import EventSourceResponse
 
+from ..core.tools import json_text
 from ..errors import APIError, Dialect, InternalError, error_body
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,14 @@ Frame = dict[str, Any] | tuple[str, dict[str, Any]]
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return json_text(obj, separators=(",", ":"))
+
+
+class JSONBody(JSONResponse):
+    """JSON responses that survive a lone surrogate in a string (see `json_text`)."""
+
+    def render(self, content: Any) -> bytes:
+        return json_text(content, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 async def _guarded(

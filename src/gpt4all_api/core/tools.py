@@ -100,6 +100,18 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
+def json_text(obj: Any, **kw: Any) -> str:
+    """JSON with non-ASCII characters as they are, unless a string holds a lone surrogate (a
+    model may write `"\\ud8ca"`, which `json.loads` keeps as one): that has no UTF-8, so the
+    text then escapes it, as the model did."""
+    text = json.dumps(obj, ensure_ascii=False, **kw)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, **kw)
+    return text
+
+
 def _call(data: Any, tools: dict[str, Tool]) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("name") not in tools:
         return None
@@ -114,7 +126,7 @@ def _call(data: Any, tools: dict[str, Tool]) -> dict[str, Any] | None:
     return {
         "id": new_call_id(),
         "type": "function",
-        "function": {"name": data["name"], "arguments": json.dumps(args, ensure_ascii=False)},
+        "function": {"name": data["name"], "arguments": json_text(args)},
     }
 
 
@@ -174,5 +186,5 @@ def render_call_text(name: str, arguments: str | dict[str, Any]) -> str:
     if isinstance(arguments, str):
         with contextlib.suppress(json.JSONDecodeError):
             arguments = json.loads(arguments)
-    body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+    body = json_text({"name": name, "arguments": arguments})
     return f"{CALL_OPEN}{body}{CALL_CLOSE}"

@@ -1,0 +1,21 @@
+"""Tool calls parsed from a model's text keep arguments that every client can read."""
+
+from __future__ import annotations
+
+import json
+
+from gpt4all_api.api.streaming import JSONBody
+from gpt4all_api.core.tools import Tool, json_text, parse_forced
+
+TOOLS1 = [Tool(name="f", description="", parameters={"type": "object"})]
+
+
+def test_a_lone_surrogate_the_model_wrote_stays_escaped() -> None:
+    # a model may write "\ud8ca" in a JSON string; json.loads keeps it as a lone surrogate,
+    # which has no UTF-8: the arguments keep the escape instead of failing the response (500)
+    (call,) = parse_forced('{"name": "f", "arguments": {"city": "a\\ud8ca b", "n": "é"}}', TOOLS1)
+    text = call["function"]["arguments"]
+    text.encode("utf-8")
+    assert json.loads(text) == {"city": "a\ud8ca b", "n": "é"}
+    assert json_text({"n": "é"}) == '{"n": "é"}'  # other characters stay as they are
+    assert JSONBody({"x": "\ud8ca"}).body == b'{"x":"\\ud8ca"}'
