@@ -102,7 +102,7 @@ def layer_costs(
     context_size: int,
     parallel: int,
     batch_size: int,
-    kv_types: tuple[str, str] = ("q8_0", "f16"),  # the K and V caches' types
+    kv_types: tuple[str, str] = ("q8_0", "q8_0"),  # the K and V caches' types
     kv_size: int = 0,  # a unified pool's size (0: `context_size` per sequence)
 ) -> LayerCosts:
     """The costs of a model from its GGUF header and the engine's context settings."""
