@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
-from ...api.streaming import sse_response
+from ...api.streaming import JSONBody, sse_response
 from ...core import reply
 from ...core.run import count_prompt, load_model, new_id, start
 from ...localdocs import references as localdocs
@@ -43,7 +42,7 @@ async def create_message(body: MessagesRequest, request: Request) -> Any:
     message = render.message(run, end, t.plan)
     if body.localdocs:
         message["references"] = refs
-    return JSONResponse(message, headers=ignored_tools_headers(t.ignored_tools))
+    return JSONBody(message, headers=ignored_tools_headers(t.ignored_tools))
 
 
 async def _with_references(events: Any, refs: list[dict[str, Any]] | None) -> Any:
@@ -60,7 +59,7 @@ async def count_tokens(body: CountTokensRequest, request: Request) -> Any:
     state: ServerState = request.app.state.server
     t = translate(state, body)
     loaded = await load_model(state, t.plan)
-    return JSONResponse(
+    return JSONBody(
         {"input_tokens": count_prompt(state, loaded, t.plan)},
         headers=ignored_tools_headers(t.ignored_tools),
     )

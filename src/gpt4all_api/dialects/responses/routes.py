@@ -7,9 +7,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
-from ...api.streaming import sse_response
+from ...api.streaming import JSONBody, sse_response
 from ...core import reply
 from ...core.plan import Turn
 from ...core.run import new_id, start
@@ -117,7 +116,7 @@ async def create_response(body: ResponsesRequest, request: Request) -> Any:
         search.complete(response["output"])
     render.finish(response, end, run)
     await on_done(response, end)
-    return JSONResponse(response, headers=headers)
+    return JSONBody(response, headers=headers)
 
 
 async def _stored(state: ServerState, response_id: str) -> dict[str, Any]:
