@@ -81,4 +81,7 @@ def test_busy_processes_take_a_decode_thread_and_give_it_back(server: ServerProc
             h.kill()
             h.wait()
     assert generate_until(server, 2, 60), "the second thread was not taken back"
-    assert "decoding on 1 threads" in server.log() and "decoding on 2 threads" in server.log()
+    # the whole log: its tail is mostly the /metrics polls' access lines
+    log = server.log_path.read_text(errors="replace")
+    assert "decoding on 1 threads" in log
+    assert "decoding on 2 threads" in log or "back to 2 threads" in log
