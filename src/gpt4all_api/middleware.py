@@ -64,6 +64,10 @@ OPEN_PREFIXES = ("/static/",)
 # -- the per-request trace ---------------------------------------------------------------
 
 
+#: What a run's queue gets at the request's deadline (`RequestTrace.arm`).
+DEADLINE = object()
+
+
 @dataclass
 class RequestTrace:
     """What one HTTP request did, shared by the middleware and the generation glue."""
@@ -83,20 +87,24 @@ class RequestTrace:
     def deadline(self) -> float | None:
         return self.started + self.timeout if self.timeout > 0 else None
 
-    async def next_event(self, queue: asyncio.Queue[Event]) -> Event:
-        """The next engine event, within the request's deadline; records timings and tokens."""
+    def arm(self, queue: asyncio.Queue[Any]) -> asyncio.TimerHandle | None:
+        """Put `DEADLINE` in `queue` at the request's deadline (None: no limit). One timer per
+        run: a timeout around each wait would make one per streamed token."""
         deadline = self.deadline
-        if deadline is None or not queue.empty():
-            ev = await queue.get()
-        else:
-            try:  # a timer, not wait_for's task per event: this runs once per streamed token
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    ev = await queue.get()
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"The request ran past this server's limit of {self.timeout:g} seconds "
-                    "and its generation was stopped."
-                ) from None
+        if deadline is None:
+            return None
+        delay = max(0.0, deadline - time.monotonic())
+        return asyncio.get_running_loop().call_later(delay, queue.put_nowait, DEADLINE)
+
+    async def next_event(self, queue: asyncio.Queue[Any]) -> Event:
+        """The next engine event (events queued before the deadline come first); records
+        timings and tokens. Raises `RequestTimeout` at the deadline (see `arm`)."""
+        ev = await queue.get()
+        if ev is DEADLINE:
+            raise RequestTimeout(
+                f"The request ran past this server's limit of {self.timeout:g} seconds "
+                "and its generation was stopped."
+            )
         if isinstance(ev, TextEvent):
             if self.first_token_at is None:
                 self.first_token_at = time.monotonic()

@@ -238,11 +238,23 @@ def test_trace_deadline_raises_request_timeout() -> None:
 
         trace = RequestTrace(started=time.monotonic(), timeout=0.05)
         q: asyncio.Queue[Event] = asyncio.Queue()
+        assert trace.arm(q) is not None
+        q.put_nowait(TextEvent(0, "a", 5))
+        # what came before the deadline is delivered, then the deadline ends the wait
+        assert (await trace.next_event(q)).text == "a"
         await trace.next_event(q)
 
     with pytest.raises(RequestTimeout) as e:
         asyncio.run(go())
     assert e.value.status_code == 504
+
+
+def test_a_trace_without_a_limit_sets_no_timer() -> None:
+    async def go() -> None:
+        trace = RequestTrace(started=asyncio.get_running_loop().time(), timeout=0)
+        assert trace.arm(asyncio.Queue()) is None
+
+    asyncio.run(go())
 
 
 # -- CORS and metrics ----------------------------------------------------------------------

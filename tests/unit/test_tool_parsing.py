@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from gpt4all_api.api.streaming import JSONBody
-from gpt4all_api.core.tools import Tool, json_text, parse_forced
+from gpt4all_api.core.tools import Tool, parse_forced
+from gpt4all_api.jsontext import json_bytes, json_text
 
 TOOLS1 = [Tool(name="f", description="", parameters={"type": "object"})]
 
@@ -19,3 +20,8 @@ def test_a_lone_surrogate_the_model_wrote_stays_escaped() -> None:
     assert json.loads(text) == {"city": "a\ud8ca b", "n": "é"}
     assert json_text({"n": "é"}) == '{"n": "é"}'  # other characters stay as they are
     assert JSONBody({"x": "\ud8ca"}).body == b'{"x":"\\ud8ca"}'
+
+
+def test_streamed_chunks_are_compact_utf8_and_survive_a_lone_surrogate() -> None:
+    assert json_bytes({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'.encode()
+    assert json_bytes({"x": "\ud8ca"}) == b'{"x":"\\ud8ca"}'

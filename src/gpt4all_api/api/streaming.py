@@ -15,17 +15,13 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 from sse_starlette.sse import EventSourceResponse
 
-from ..core.tools import json_text
 from ..errors import APIError, Dialect, InternalError, error_body
+from ..jsontext import json_bytes, json_text
 
 log = logging.getLogger(__name__)
 
 #: A streamed item: a bare JSON frame, or (event name, JSON) for named events.
 Frame = dict[str, Any] | tuple[str, dict[str, Any]]
-
-
-def dumps(obj: Any) -> str:
-    return json_text(obj, separators=(",", ":"))
 
 
 class JSONBody(JSONResponse):
@@ -48,11 +44,13 @@ async def _guarded(
         yield on_error(InternalError("internal error while streaming"))
 
 
-def _sse_frame(chunk: Frame) -> dict[str, str]:
+def _sse_frame(chunk: Frame) -> bytes:
+    """One event, encoded here (sse-starlette sends bytes as they are): compact JSON has no
+    line breaks, so it is one `data:` line."""
     if isinstance(chunk, tuple):
         event, data = chunk
-        return {"event": event, "data": dumps(data)}
-    return {"data": dumps(chunk)}
+        return b"event: " + event.encode() + b"\ndata: " + json_bytes(data) + b"\n\n"
+    return b"data: " + json_bytes(chunk) + b"\n\n"
 
 
 def _error_frame(dialect: Dialect) -> Callable[[APIError], Frame]:
@@ -65,11 +63,11 @@ def _error_frame(dialect: Dialect) -> Callable[[APIError], Frame]:
 
 async def _frames(
     chunks: AsyncIterator[Frame], on_error: Callable[[APIError], Frame], done: bool
-) -> AsyncIterator[dict[str, str]]:
+) -> AsyncIterator[bytes]:
     async for chunk in _guarded(chunks, on_error):
         yield _sse_frame(chunk)
     if done:
-        yield {"data": "[DONE]"}
+        yield b"data: [DONE]\n\n"
 
 
 def sse_response(
@@ -88,7 +86,7 @@ def sse_response(
 
 async def _lines(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     async for chunk in _guarded(chunks, lambda exc: error_body(exc, "ollama")):
-        yield (dumps(chunk) + "\n").encode()
+        yield json_bytes(chunk) + b"\n"
 
 
 def ndjson_response(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:

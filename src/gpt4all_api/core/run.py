@@ -242,6 +242,7 @@ class Run:
 
     async def events(self) -> AsyncIterator[Event]:
         """Events of every choice, as they come, until all are finished. Raises on error."""
+        timer = self.trace.arm(self.queue)
         try:
             while self._open:
                 ev = await self.trace.next_event(self.queue)
@@ -264,6 +265,8 @@ class Run:
                     c.prompt_logprobs = ev.entries
                 yield ev
         finally:
+            if timer is not None:
+                timer.cancel()
             self.cancel()
 
     def cancel(self) -> None:

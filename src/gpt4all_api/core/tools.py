@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.grammar import schema_grammar
+from ..jsontext import json_text
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
@@ -98,18 +99,6 @@ def auto_call_grammar(tools: list[Tool], parallel: bool) -> str:
 
 def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def json_text(obj: Any, **kw: Any) -> str:
-    """JSON with non-ASCII characters as they are, unless a string holds a lone surrogate (a
-    model may write `"\\ud8ca"`, which `json.loads` keeps as one): that has no UTF-8, so the
-    text then escapes it, as the model did."""
-    text = json.dumps(obj, ensure_ascii=False, **kw)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(obj, **kw)
-    return text
 
 
 def _call(data: Any, tools: dict[str, Tool]) -> dict[str, Any] | None:
