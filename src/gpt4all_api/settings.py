@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .engine.kv_types import DEFAULT_KV_TYPES, KVType
+
 
 def gpt4all_models_dir() -> Path:
     """The GPT4All desktop app's model folder on this operating system."""
@@ -61,13 +63,6 @@ def float_list(value: object) -> object:
     if isinstance(value, list | tuple):
         return [p.strip() for v in value for p in str(v).split(",") if p.strip()]
     return value
-
-
-#: The KV cache's (keys, values) precision by default: q8_0 halves f16's memory. With both
-#: quantized (or the two types unlike), llama.cpp's CPU flash attention sums one query row at a
-#: time, so greedy answers do not depend on how prompts were batched; f16 values prefill long
-#: prompts 1.3-1.4x faster at 1.5x the memory (docs/performance.md).
-DEFAULT_KV_TYPES = ("q8_0", "q8_0")
 
 
 def _env(name: str, *legacy: str) -> AliasChoices:
@@ -186,22 +181,22 @@ class Settings(BaseSettings):
         validation_alias=_env("batch_size"),
         description="Most tokens handed to llama_decode in one step.",
     )
-    kv_cache_type: Literal["f16", "q8_0"] | None = Field(
+    kv_cache_type: KVType | None = Field(
         None,
         validation_alias=_env("kv_cache_type"),
         description="KV cache precision of both keys and values (unless kv_cache_type_k or "
-        "kv_cache_type_v say otherwise): q8_0 takes half the memory of f16. Default: q8_0.",
+        "kv_cache_type_v say otherwise): q8_0 takes half the memory of f16. Default: q8_0 keys, "
+        "f16 values.",
     )
-    kv_cache_type_k: Literal["f16", "q8_0"] | None = Field(
+    kv_cache_type_k: KVType | None = Field(
         None,
         validation_alias=_env("kv_cache_type_k"),
         description="KV cache precision of the keys (default q8_0, or kv_cache_type).",
     )
-    kv_cache_type_v: Literal["f16", "q8_0"] | None = Field(
+    kv_cache_type_v: KVType | None = Field(
         None,
         validation_alias=_env("kv_cache_type_v"),
-        description="KV cache precision of the values (default q8_0, or kv_cache_type); f16 "
-        "prefills long prompts 1.3-1.4x faster for 1.5x the memory.",
+        description="KV cache precision of the values (default f16, or kv_cache_type).",
     )
     # -- GPU offload (docs/gpu.md) -----------------------------------------------------------
     device: Literal["auto", "cpu", "gpu", "metal", "cuda", "vulkan"] = Field(
@@ -540,7 +535,7 @@ class Settings(BaseSettings):
 
     @property
     def kv_types(self) -> tuple[str, str]:
-        """The KV cache's (keys, values) precision: q8_0 for both unless told."""
+        """The KV cache's (keys, values) precision: q8_0 keys and f16 values unless told."""
         k = self.kv_cache_type_k or self.kv_cache_type or DEFAULT_KV_TYPES[0]
         v = self.kv_cache_type_v or self.kv_cache_type or DEFAULT_KV_TYPES[1]
         return k, v

@@ -142,7 +142,7 @@ for f in ("--model", "--alias", "--host", "--port", "--threads", "--threads-batc
     ap.add_argument(f)
 ap.add_argument("--no-webui", action="store_true")
 a = ap.parse_args()
-assert a.host == "127.0.0.1" and a.no_webui and a.fa == "on" and (a.ctk, a.ctv) == ("q8_0", "q8_0")
+assert a.host == "127.0.0.1" and a.no_webui and a.fa == "on" and (a.ctk, a.ctv) == ("q8_0", "f16")
 assert a.threads == a.threads_batch and a.batch_size == a.ubatch_size
 assert int(a.ctx_size) % int(a.parallel) == 0
 os.execv(sys.executable, [sys.executable, "-m", "gpt4all_api", "serve", "--host", a.host,

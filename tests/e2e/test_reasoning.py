@@ -28,6 +28,17 @@ R1, QWEN3, HARMONY = "r1-distill.gguf", "qwen3.gguf", "harmony.gguf"
 PLAIN = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUDGET = 12
 ASK = [{"role": "user", "content": "What is two plus two?"}]
+#: an answer that ends by construction: one object with one integer (at most 16 digits)
+SUM_SCHEMA = {
+    "name": "sum",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {"sum": {"type": "integer"}},
+        "required": ["sum"],
+        "additionalProperties": False,
+    },
+}
 MARKUP = ("<think>", "</think>", "<|channel|>", "<|message|>", "<|end|>", "<|start|>")
 WEATHER = {
     "type": "function",
@@ -129,11 +140,12 @@ def test_the_model_closes_its_thinking_itself(
 ) -> None:
     """A logit bias on the close marker's tokens makes the model write it after a few words
     (greedy, so always the same words): the marker, sampled token by token, is held back from
-    the stream and ends the thinking; the JSON grammar takes over after it."""
+    the stream and ends the thinking; the JSON schema's grammar takes over after it. The schema
+    has one integer, so the answer ends within the token limit whatever the model's words."""
     ids = HTTP.post(server.base_url + "/tokenize", json={"model": model, "content": close})
     kw: dict[str, Any] = {
         "max_tokens": 60,
-        "response_format": {"type": "json_object"},
+        "response_format": {"type": "json_schema", "json_schema": SUM_SCHEMA},
         "logit_bias": {str(t): bias for t in ids.json()["tokens"]},
         "extra_body": {"reasoning_budget": 100},
     }
@@ -142,7 +154,7 @@ def test_the_model_closes_its_thinking_itself(
     assert thinking
     _clean(thinking)
     assert r.usage.completion_tokens_details.reasoning_tokens < 100  # the model closed it
-    json.loads(r.choices[0].message.content)
+    assert isinstance(json.loads(r.choices[0].message.content)["sum"], int)
     chunks = list(
         oai.chat.completions.create(model=model, messages=ASK, temperature=0, stream=True, **kw)
     )
@@ -273,13 +285,19 @@ def test_history_is_kept_or_dropped_as_the_template_says(oai: openai.OpenAI) -> 
 
 
 def test_responses_reasoning_item(oai: openai.OpenAI) -> None:
+    # the answer is one integer in a schema: it ends (status completed, which the SDK's stream
+    # helper needs for its final response) within the limit whatever the model's words
+    text = {"format": {"type": "json_schema", **SUM_SCHEMA}}
     r = oai.responses.create(
         model=R1,
         input="What is two plus two?",
         temperature=0,
         max_output_tokens=40,
         reasoning={"summary": "auto"},
+        text=text,
     )
+    assert r.status == "completed"
+    assert isinstance(json.loads(r.output_text)["sum"], int)
     kinds = [o.type for o in r.output]
     assert kinds == ["reasoning", "message"]
     item = r.output[0]
@@ -302,7 +320,7 @@ def test_responses_reasoning_item(oai: openai.OpenAI) -> None:
 
     # streamed: the reasoning events, then the text
     with oai.responses.stream(
-        model=R1, input="What is two plus two?", temperature=0, max_output_tokens=40
+        model=R1, input="What is two plus two?", temperature=0, max_output_tokens=40, text=text
     ) as s:
         events = list(s)
         final = s.get_final_response()

@@ -66,7 +66,7 @@ def test_llama_server_gets_what_our_server_gets() -> None:
     # -c is the total: 16 slots of 2,048 tokens each, as our 16 slots.
     assert flag(cmd, "--ctx-size") == str(16 * 2048) and flag(cmd, "--parallel") == "16"
     assert flag(cmd, "--batch-size") == flag(cmd, "--ubatch-size") == "512"
-    assert flag(cmd, "-ctk") == flag(cmd, "-ctv") == "q8_0" and flag(cmd, "-fa") == "on"
+    assert flag(cmd, "-ctk") == "q8_0" and flag(cmd, "-ctv") == "f16" and flag(cmd, "-fa") == "on"
     assert "--no-webui" in cmd
     assert cmd[-2:] == ["--spec-type", "ngram-simple"]
     f16 = llama_server_command(opts(kv_types=("f16", "f16")), 1)
@@ -79,7 +79,7 @@ def test_our_server_gets_the_same_slots_and_cache() -> None:
     cmd = ours_command(opts(extra_args=("--x", "1")), 99)
     assert flag(cmd, "--parallel") == "16" and flag(cmd, "--context-size") == "2048"
     assert flag(cmd, "--threads") == "2" and flag(cmd, "--kv-cache-type-k") == "q8_0"
-    assert flag(cmd, "--kv-cache-type-v") == "q8_0"
+    assert flag(cmd, "--kv-cache-type-v") == "f16"
     assert flag(cmd, "--host") == "127.0.0.1" and cmd[-2:] == ["--x", "1"]
 
 

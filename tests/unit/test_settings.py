@@ -96,20 +96,19 @@ def test_server_temperature_fills_in_for_requests_without_one() -> None:
     assert sampling_params(Sampling(), None).temperature == 1.0  # type: ignore[arg-type]
 
 
-def test_kv_cache_types_default_to_q8_0_and_can_differ(
+def test_kv_cache_types_default_to_q8_0_keys_and_f16_values(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert Settings().kv_types == ("q8_0", "q8_0")
+    assert Settings().kv_types == ("q8_0", "f16")
     # the one-type setting (as before the two were apart) sets both
-    monkeypatch.setenv("GPT4ALL_API_KV_CACHE_TYPE", "f16")
-    assert Settings().kv_types == ("f16", "f16")
     monkeypatch.setenv("GPT4ALL_API_KV_CACHE_TYPE", "q8_0")
+    assert Settings().kv_types == ("q8_0", "q8_0")
     # a type of its own for keys or values wins over it
     assert Settings(kv_cache_type_v="f16").kv_types == ("q8_0", "f16")
     monkeypatch.setenv("GPT4ALL_API_KV_CACHE_TYPE", "f16")
     assert Settings(kv_cache_type_k="q8_0").kv_types == ("q8_0", "f16")
     monkeypatch.delenv("GPT4ALL_API_KV_CACHE_TYPE")
-    monkeypatch.setenv("GPT4ALL_API_KV_CACHE_TYPE_V", "f16")
-    assert Settings().kv_types == ("q8_0", "f16")
+    monkeypatch.setenv("GPT4ALL_API_KV_CACHE_TYPE_V", "q8_0")
+    assert Settings().kv_types == ("q8_0", "q8_0")
     with pytest.raises(ValueError):
         Settings(kv_cache_type_k="q4_0")

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..settings import DEFAULT_KV_TYPES
+from ..engine.kv_types import DEFAULT_KV_TYPES, KV_TYPE_NAMES
 
 
 def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -93,18 +93,18 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 )
 @click.option(
     "--kv-cache-type",
-    type=click.Choice(["q8_0", "f16"]),
+    type=click.Choice(KV_TYPE_NAMES),
     help="With --compare: K and V cache type of our server and llama-server "
     f"(default: {DEFAULT_KV_TYPES[0]} K, {DEFAULT_KV_TYPES[1]} V, as the server's).",
 )
 @click.option(
     "--kv-cache-type-k",
-    type=click.Choice(["q8_0", "f16"]),
+    type=click.Choice(KV_TYPE_NAMES),
     help="With --compare: the K cache type (llama-server's -ctk).",
 )
 @click.option(
     "--kv-cache-type-v",
-    type=click.Choice(["q8_0", "f16"]),
+    type=click.Choice(KV_TYPE_NAMES),
     help="With --compare: the V cache type (llama-server's -ctv).",
 )
 @click.option(

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from ..cli_threads import child_env
-from ..settings import DEFAULT_KV_TYPES
+from ..engine.kv_types import DEFAULT_KV_TYPES, needs_flash_attention
 
 
 def free_port() -> int:
@@ -111,7 +111,7 @@ def llama_server_command(opts: ServerOptions, port: int) -> list[str]:
     if opts.llama_server is None:
         raise ValueError("no llama-server binary given")
     cache = ["-ctk", opts.kv_types[0], "-ctv", opts.kv_types[1]]
-    fa = ["-fa", "on"] if "q8_0" in opts.kv_types else ["-fa", "auto"]
+    fa = ["-fa", "on"] if needs_flash_attention(opts.kv_types) else ["-fa", "auto"]
     return [
         str(opts.llama_server),
         "--model",

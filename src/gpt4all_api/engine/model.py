@@ -16,6 +16,7 @@ import llama_cpp as lc
 
 from ..errors import InvalidRequest
 from . import devices, llama_log
+from .kv_types import KV_TYPE_NAMES, needs_flash_attention
 from .offload import OffloadPlan
 
 SPLIT_MODES = {
@@ -42,7 +43,7 @@ def init_backend() -> None:
             _backend_ready = True
 
 
-_KV_GGML_TYPES = {"f16": lc.GGML_TYPE_F16, "q8_0": lc.GGML_TYPE_Q8_0}
+_KV_GGML_TYPES = {name: getattr(lc, f"GGML_TYPE_{name.upper()}") for name in KV_TYPE_NAMES}
 
 
 def kv_cache_types(params: lc.llama_context_params, type_k: str, type_v: str) -> None:
@@ -53,7 +54,7 @@ def kv_cache_types(params: lc.llama_context_params, type_k: str, type_v: str) ->
     attention on, a batch of queries takes a tiled kernel whose sums do (docs/performance.md)."""
     params.type_k = _KV_GGML_TYPES[type_k]
     params.type_v = _KV_GGML_TYPES[type_v]
-    if "q8_0" in (type_k, type_v):
+    if needs_flash_attention((type_k, type_v)):
         params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from .devices import Device
+from .kv_types import DEFAULT_KV_TYPES, KV_TYPE_NAMES
 
 if TYPE_CHECKING:
     from ..library.gguf_header import GGUFInfo
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 #: The words `device` accepts (GPT4All's), and what they ask for.
 DEVICES = ("auto", "cpu", "gpu", "metal", "cuda", "vulkan")
-KV_TYPES = {"f16": GGMLQuantizationType.F16, "q8_0": GGMLQuantizationType.Q8_0}
+KV_TYPES = {name: GGMLQuantizationType[name.upper()] for name in KV_TYPE_NAMES}
 
 
 class OffloadUnavailable(RuntimeError):
@@ -102,7 +103,7 @@ def layer_costs(
     context_size: int,
     parallel: int,
     batch_size: int,
-    kv_types: tuple[str, str] = ("q8_0", "q8_0"),  # the K and V caches' types
+    kv_types: tuple[str, str] = DEFAULT_KV_TYPES,  # the K and V caches' types
     kv_size: int = 0,  # a unified pool's size (0: `context_size` per sequence)
 ) -> LayerCosts:
     """The costs of a model from its GGUF header and the engine's context settings."""

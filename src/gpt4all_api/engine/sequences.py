@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
+from .kv_types import DEFAULT_KV_TYPES
 from .lookup import PromptLookup
 from .reasoning import ReasoningSplitter
 from .request import GenerationRequest, RequestHandle, TokenLogprob
@@ -41,7 +42,7 @@ class EngineConfig:
     lazy_kv: bool = True  # the KV cache's pages are given back until written (kv_pages.py)
     max_queue: int = 0  # 0: unbounded
     #: The KV cache's (keys, values) types, "f16" or "q8_0" (half the memory; flash attention).
-    kv_types: tuple[str, str] = ("q8_0", "q8_0")
+    kv_types: tuple[str, str] = DEFAULT_KV_TYPES
     #: One KV pool shared by all sequences (llama.cpp's unified KV cache) instead of a fixed
     #: `context_size` per sequence: more sequences in the same memory, but a sequence's cells
     #: then sit wherever the pool had room, and the order attention sums them in (so the last
