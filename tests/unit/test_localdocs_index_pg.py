@@ -142,6 +142,9 @@ def test_stores_crud(index: AnyIndex) -> None:
     got = index.store("vs_1")
     assert got is not None and got["name"] == "renamed" and got["metadata"] == {"a": "b"}
     assert got["expires_after"] == {"days": 2} and got["last_active_at"] > 1
+    # a column name never reaches the SQL unless it is one of a store's own
+    with pytest.raises(ValueError, match="not a vector store column"):
+        index.update_store("vs_1", **{"name = 'x' --": "y"})
     assert index.delete_store("vs_1") and not index.delete_store("vs_1")
     assert index.store("vs_1") is None and [s["id"] for s in index.stores()] == ["vs_2"]
 

@@ -14,7 +14,6 @@ reconnected after a failure. Tables are named `gpt4all_api_localdocs_*`.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -27,16 +26,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from .chunk import Chunk
-from .index import (
-    FILE_COLUMNS,
-    STORE_COLUMNS,
-    VS_FILE_COLUMNS,
-    StoredChunk,
-    _store_row,
-    _store_updates,
-    _store_values,
-    _vs_file_row,
-)
+from .index_sql import CHUNK_COLUMNS, FILE_COLUMNS, IndexSQL, StoredChunk
 
 FILES = "gpt4all_api_localdocs_files"
 STORES = "gpt4all_api_localdocs_stores"
@@ -108,15 +98,20 @@ CREATE INDEX IF NOT EXISTS {CHUNKS}_file ON {CHUNKS} (store_id, file_id);
 CREATE INDEX IF NOT EXISTS {CHUNKS}_tsv ON {CHUNKS} USING GIN (tsv);
 """
 _SCHEMA_LOCK = 0x6C6F63616C646F63  # advisory lock: replicas starting together create it once
-_STORE_UPDATES = frozenset(
-    {"name", "description", "last_active_at", "metadata", "expires_after", "embedding_model"}
-)
 _QUOTED = re.compile(r'"((?:[^"]|"")*)"')
-_CHUNK_COLUMNS = 'id, store_id, file_id, text, page, start, "end"'
 _MAX_CACHED = 16  # stores' matrices kept in memory
 
 
-class PostgresIndex:
+class PostgresIndex(IndexSQL):
+    FILES = FILES
+    STORES = STORES
+    VS_FILES = VS_FILES
+    BATCHES = BATCHES
+    CHUNKS = CHUNKS
+    ORDER = "n"
+    MARK = "%s"
+    REATTACH = ", claimed_by = NULL, claimed_until = NULL"
+
     def __init__(self, url: str):
         self.url = url
         self._lock = threading.RLock()
@@ -148,15 +143,11 @@ class PostgresIndex:
         with self._lock:
             return self._db().execute(sql, args).fetchall()
 
-    def _one(self, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None:
-        rows = self._all(sql, args)
-        return rows[0] if rows else None
-
     # -- files --------------------------------------------------------------------------
 
     def read_content(self, file_id: str) -> bytes:
         """A file's content; FileNotFoundError when there is none."""
-        row = self._one(f"SELECT content FROM {FILES} WHERE id = %s", (file_id,))
+        row = self._first(f"SELECT content FROM {FILES} WHERE id = ?", (file_id,))
         if row is None:
             raise FileNotFoundError(f"no content for {file_id}")
         return bytes(row["content"])
@@ -171,141 +162,15 @@ class PostgresIndex:
             )
         return dict(zip(FILE_COLUMNS.split(", "), row, strict=True))
 
-    def file(self, file_id: str) -> dict[str, Any] | None:
-        return self._one(f"SELECT {FILE_COLUMNS} FROM {FILES} WHERE id = %s", (file_id,))
-
-    def files(self, purpose: str | None = None) -> list[dict[str, Any]]:
-        if purpose:
-            return self._all(
-                f"SELECT {FILE_COLUMNS} FROM {FILES} WHERE purpose = %s ORDER BY created_at, n",
-                (purpose,),
-            )
-        return self._all(f"SELECT {FILE_COLUMNS} FROM {FILES} ORDER BY created_at, n")
-
     def delete_file(self, file_id: str) -> bool:
         """The file's record and content, and its chunks in every vector store."""
         with self._tx() as db:
             # its entries first: an indexer still writing its chunks waits, then finds it gone
             db.execute(f"DELETE FROM {VS_FILES} WHERE file_id = %s", (file_id,))
-            self._drop_chunks(db, "file_id = %s", (file_id,))
+            self._drop_chunks(db, "file_id = ?", (file_id,))
             return db.execute(f"DELETE FROM {FILES} WHERE id = %s", (file_id,)).rowcount > 0
 
-    # -- vector stores ------------------------------------------------------------------
-
-    def add_store(self, store: dict[str, Any]) -> None:
-        with self._tx() as db:
-            db.execute(
-                f"INSERT INTO {STORES} ({STORE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                _store_values(store),
-            )
-
-    def store(self, store_id: str) -> dict[str, Any] | None:
-        row = self._one(f"SELECT {STORE_COLUMNS} FROM {STORES} WHERE id = %s", (store_id,))
-        return _store_row(row) if row else None
-
-    def stores(self) -> list[dict[str, Any]]:
-        rows = self._all(f"SELECT {STORE_COLUMNS} FROM {STORES} ORDER BY created_at, n")
-        return [_store_row(r) for r in rows]
-
-    def stores_named(self, name: str) -> list[dict[str, Any]]:
-        rows = self._all(
-            f"SELECT {STORE_COLUMNS} FROM {STORES} WHERE name = %s OR id = %s "
-            "ORDER BY created_at, n",
-            (name, name),
-        )
-        return [_store_row(r) for r in rows]
-
-    def update_store(self, store_id: str, **values: Any) -> None:
-        unknown = set(values) - _STORE_UPDATES
-        if unknown:
-            raise ValueError(f"not a vector store column: {', '.join(sorted(unknown))}")
-        encoded = _store_updates(values)
-        if not encoded:
-            return
-        sets = ", ".join(f"{k} = %s" for k in encoded)
-        with self._tx() as db:
-            db.execute(f"UPDATE {STORES} SET {sets} WHERE id = %s", (*encoded.values(), store_id))
-
-    def touch_store(self, store_id: str) -> None:
-        self.update_store(store_id, last_active_at=int(time.time()))
-
-    def delete_store(self, store_id: str) -> bool:
-        with self._tx() as db:
-            self._drop_chunks(db, "store_id = %s", (store_id,), store_id)
-            db.execute(f"DELETE FROM {VS_FILES} WHERE store_id = %s", (store_id,))
-            db.execute(f"DELETE FROM {BATCHES} WHERE store_id = %s", (store_id,))
-            return db.execute(f"DELETE FROM {STORES} WHERE id = %s", (store_id,)).rowcount > 0
-
-    def file_counts(self, store_id: str, batch_id: str | None = None) -> dict[str, int]:
-        where, args = "store_id = %s", [store_id]
-        if batch_id is not None:
-            where += " AND batch_id = %s"
-            args.append(batch_id)
-        rows = self._all(
-            f"SELECT status, COUNT(*) AS n FROM {VS_FILES} WHERE {where} GROUP BY status", args
-        )
-        counts = {"in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0}
-        for r in rows:
-            counts[r["status"]] = int(r["n"])
-        counts["total"] = sum(counts.values())
-        return counts
-
-    def usage_bytes(self, store_id: str) -> int:
-        row = self._one(
-            f"SELECT COALESCE(SUM(usage_bytes), 0) AS n FROM {VS_FILES} WHERE store_id = %s",
-            (store_id,),
-        )
-        return int(row["n"]) if row else 0
-
     # -- a store's files ----------------------------------------------------------------
-
-    def attach(
-        self, store_id: str, file_id: str, attributes: dict[str, Any], batch_id: str | None = None
-    ) -> None:
-        """Add a file to a store (in progress), or set an attached file back to in progress
-        (and unclaimed)."""
-        with self._tx() as db:
-            self._drop_chunks(db, "store_id = %s AND file_id = %s", (store_id, file_id), store_id)
-            db.execute(
-                f"INSERT INTO {VS_FILES} (store_id, file_id, created_at, status, attributes, "
-                "batch_id) VALUES (%s, %s, %s, 'in_progress', %s, %s) "
-                "ON CONFLICT (store_id, file_id) DO UPDATE SET status = 'in_progress', "
-                "last_error = NULL, usage_bytes = 0, attributes = excluded.attributes, "
-                "batch_id = excluded.batch_id, claimed_by = NULL, claimed_until = NULL",
-                (store_id, file_id, int(time.time()), json.dumps(attributes), batch_id),
-            )
-
-    def vs_file(self, store_id: str, file_id: str) -> dict[str, Any] | None:
-        row = self._one(
-            f"SELECT {VS_FILE_COLUMNS} FROM {VS_FILES} WHERE store_id = %s AND file_id = %s",
-            (store_id, file_id),
-        )
-        return _vs_file_row(row) if row else None
-
-    def vs_files(
-        self, store_id: str, status: str | None = None, batch_id: str | None = None
-    ) -> list[dict[str, Any]]:
-        where, args = "store_id = %s", [store_id]
-        if status is not None:
-            where += " AND status = %s"
-            args.append(status)
-        if batch_id is not None:
-            where += " AND batch_id = %s"
-            args.append(batch_id)
-        rows = self._all(
-            f"SELECT {VS_FILE_COLUMNS} FROM {VS_FILES} WHERE {where} ORDER BY created_at, n",
-            args,
-        )
-        return [_vs_file_row(r) for r in rows]
-
-    def pending(self) -> list[tuple[str, str]]:
-        """(store, file) of every file still to be indexed (after a restart too), claimed or
-        not: `claim` tells who indexes it."""
-        rows = self._all(
-            f"SELECT store_id, file_id FROM {VS_FILES} WHERE status = 'in_progress' "
-            "ORDER BY created_at, n"
-        )
-        return [(r["store_id"], r["file_id"]) for r in rows]
 
     def claim(self, store_id: str, file_id: str, owner: str, lease: float) -> bool:
         """Whether `owner` may index the file now: it is in progress and nobody else holds an
@@ -325,31 +190,6 @@ class PostgresIndex:
                 .fetchone()
             )
         return row is not None
-
-    def detach(self, store_id: str, file_id: str) -> bool:
-        with self._tx() as db:
-            self._drop_chunks(db, "store_id = %s AND file_id = %s", (store_id, file_id), store_id)
-            cur = db.execute(
-                f"DELETE FROM {VS_FILES} WHERE store_id = %s AND file_id = %s", (store_id, file_id)
-            )
-            return cur.rowcount > 0
-
-    def set_status(
-        self, store_id: str, file_id: str, status: str, error: dict[str, str] | None = None
-    ) -> None:
-        with self._tx() as db:
-            db.execute(
-                f"UPDATE {VS_FILES} SET status = %s, last_error = %s "
-                "WHERE store_id = %s AND file_id = %s",
-                (status, json.dumps(error) if error else None, store_id, file_id),
-            )
-
-    def set_attributes(self, store_id: str, file_id: str, attributes: dict[str, Any]) -> None:
-        with self._tx() as db:
-            db.execute(
-                f"UPDATE {VS_FILES} SET attributes = %s WHERE store_id = %s AND file_id = %s",
-                (json.dumps(attributes), store_id, file_id),
-            )
 
     def put_chunks(
         self,
@@ -408,6 +248,7 @@ class PostgresIndex:
         store_id: str | None = None,
     ) -> None:
         """Delete chunks, marking their stores (`store_id`, else the chunks' own) changed."""
+        where = self._q(where)
         if store_id is not None:
             stores = [store_id]
         else:
@@ -416,55 +257,9 @@ class PostgresIndex:
         self._bump(db, stores)
         db.execute(f"DELETE FROM {CHUNKS} WHERE {where}", args)
 
-    def chunk_count(self, store_id: str | None = None, file_id: str | None = None) -> int:
-        where, args = ["TRUE"], []
-        if store_id is not None:
-            where.append("store_id = %s")
-            args.append(store_id)
-        if file_id is not None:
-            where.append("file_id = %s")
-            args.append(file_id)
-        row = self._one(f"SELECT COUNT(*) AS n FROM {CHUNKS} WHERE {' AND '.join(where)}", args)
-        return int(row["n"]) if row else 0
-
     def orphan_fts_rows(self) -> int:
         """Always 0: the full-text vector is a generated column of the chunk's row."""
         return 0
-
-    def file_chunks(self, store_id: str, file_id: str) -> list[StoredChunk]:
-        rows = self._all(
-            f"SELECT {_CHUNK_COLUMNS} FROM {CHUNKS} "
-            "WHERE store_id = %s AND file_id = %s ORDER BY seq",
-            (store_id, file_id),
-        )
-        return [StoredChunk(**r) for r in rows]
-
-    # -- batches ------------------------------------------------------------------------
-
-    def add_batch(self, batch_id: str, store_id: str) -> int:
-        created = int(time.time())
-        with self._tx() as db:
-            db.execute(
-                f"INSERT INTO {BATCHES} (id, store_id, created_at) VALUES (%s, %s, %s)",
-                (batch_id, store_id, created),
-            )
-        return created
-
-    def batch(self, store_id: str, batch_id: str) -> dict[str, Any] | None:
-        return self._one(
-            f"SELECT id, store_id, created_at, cancelled FROM {BATCHES} "
-            "WHERE id = %s AND store_id = %s",
-            (batch_id, store_id),
-        )
-
-    def cancel_batch(self, store_id: str, batch_id: str) -> None:
-        with self._tx() as db:
-            db.execute(f"UPDATE {BATCHES} SET cancelled = 1 WHERE id = %s", (batch_id,))
-            db.execute(
-                f"UPDATE {VS_FILES} SET status = 'cancelled' WHERE store_id = %s "
-                "AND batch_id = %s AND status = 'in_progress'",
-                (store_id, batch_id),
-            )
 
     # -- retrieval ----------------------------------------------------------------------
 
@@ -528,7 +323,7 @@ class PostgresIndex:
         if not ids:
             return {}
         rows = self._all(
-            f"SELECT {_CHUNK_COLUMNS} FROM {CHUNKS} WHERE id = ANY(%s)", ([int(i) for i in ids],)
+            f"SELECT {CHUNK_COLUMNS} FROM {CHUNKS} WHERE id = ANY(%s)", ([int(i) for i in ids],)
         )
         return {r["id"]: StoredChunk(**r) for r in rows}
 
