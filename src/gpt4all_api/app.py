@@ -62,6 +62,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         kv_unified=settings.kv_unified,
         kv_size=settings.kv_size or 0,
         prompt_lookup=settings.prompt_lookup,
+        prompt_lookup_shared=settings.prompt_lookup_shared,
         draft_max=settings.draft_max,
         prompt_cache_mb=settings.prompt_cache_mb,
     )

@@ -160,6 +160,14 @@ class Settings(BaseSettings):
         "verify them in the same batch (output unchanged; faster only when answers copy long spans "
         "of their prompt).",
     )
+    prompt_lookup_shared: bool = Field(
+        True,
+        validation_alias=_env("prompt_lookup_shared"),
+        description="With prompt_lookup: also draft from one table of what followed every "
+        "16-token span in any earlier prompt or answer (a question asked again drafts from the "
+        "earlier answer). Output unchanged; an answer may come faster when another request's "
+        "text matched.",
+    )
     draft_max: int = Field(
         8,
         ge=1,

@@ -127,7 +127,9 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
     for g in (ours["grounded"][0], data["servers"]["llama-cpp-python"]["grounded"][0]):
         assert len(g["records"]) == 4 and all(r["error"] is None for r in g["records"])
         assert all(0 < r["counted_tokens"] <= 8 for r in g["records"])
+        assert g["per_pass"] == 4  # one pass over the four prompts
     assert "## Grounded workload" in proc.stdout
+    assert "pass 1 / later passes tok/s" in proc.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

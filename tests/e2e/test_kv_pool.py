@@ -258,6 +258,38 @@ def test_seeded_sampled_answers_are_the_same_with_and_without_prompt_lookup(
         assert a == b == c
 
 
+def test_a_question_asked_again_drafts_from_the_earlier_answer(server: ServerProcess) -> None:
+    # an answer that quotes nothing of its prompt: its own context has little to draft from,
+    # but the engine's table of every sequence's 16-token spans holds the first answer
+    messages = [{"role": "user", "content": "Tell me a short story about a lighthouse keeper."}]
+
+    def run(lookup: bool) -> tuple[str, int, float, float]:
+        drafted, accepted = metric(server, "draft_tokens"), metric(server, "draft_accepted_tokens")
+        r = client(server).chat.completions.create(
+            model=EMBEDDED,
+            messages=messages,
+            max_tokens=96,
+            temperature=0,
+            extra_body={"prompt_lookup": lookup},
+        )
+        assert r.usage is not None
+        return (
+            r.choices[0].message.content or "",
+            r.usage.completion_tokens,
+            metric(server, "draft_tokens") - drafted,
+            metric(server, "draft_accepted_tokens") - accepted,
+        )
+
+    first, n, _, first_accepted = run(True)
+    again, n_again, drafted, accepted = run(True)
+    off, _, off_drafted, _ = run(False)
+    assert first == again == off and n == n_again and off_drafted == 0
+    assert n > 32
+    # the second answer is mostly drafted, and nearly every draft is right
+    assert accepted >= 0.6 * n and accepted >= 0.9 * drafted, (n, drafted, accepted)
+    assert accepted > first_accepted
+
+
 def test_a_full_shared_pool_preempts_and_every_answer_runs_its_length(
     small_pool: ServerProcess,
 ) -> None:

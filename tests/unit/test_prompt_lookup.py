@@ -68,3 +68,58 @@ def test_drafting_runs_where_it_pays_and_is_probed_where_it_does_not() -> None:
         payoff.record(1, drafted=True, emitted=6, seconds=0.06)
     assert [payoff.allow(1) for _ in range(8)].count(True) == 6  # all but the probes
     assert payoff.rates(2) == (None, None)  # each batch width is measured on its own
+
+
+# -- the table shared by all sequences ---------------------------------------------------------
+
+
+def test_a_sequence_drafts_what_followed_its_tail_in_another_sequence() -> None:
+    from gpt4all_api.engine.lookup import SharedNgrams
+
+    shared = SharedNgrams(n=4, bits=12)
+    earlier = [50, 51, 52, 53, 60, 61, 62, 63, 64, 65]  # an earlier prompt and its answer
+    PromptLookup(tokens=earlier, shared=shared)  # fed when the sequence starts
+    # a new sequence whose context ends as the earlier one did after 4 tokens: it drafts the
+    # earlier continuation, chained token by token, up to the limit
+    look = PromptLookup(draft_max=4, tokens=[9, 50, 51, 52, 53], shared=shared)
+    assert look.draft(8) == [60, 61, 62, 63]
+    # tokens a sequence generates are fed too
+    look.extend([60, 61, 62, 63, 70])
+    other = PromptLookup(draft_max=4, tokens=[8, 60, 61, 62, 63], shared=shared)
+    assert other.draft(4) == [70]  # the newest continuation wins; nothing followed "61 62 63 70"
+
+
+def test_the_shared_table_forgets_and_never_confuses_two_ngrams() -> None:
+    import random
+
+    from gpt4all_api.engine.lookup import SharedNgrams
+
+    rng = random.Random(7)
+    shared = SharedNgrams(n=8, bits=6)  # 64 slots: most n-grams of 400 tokens collide
+    tokens = [rng.randrange(49152) for _ in range(400)]
+    shared.add(tokens)
+    known = 0
+    for i in range(8, 400):
+        got = shared.chain(tokens[:i], 1)
+        assert got in ([], [tokens[i]])  # a slot taken by another n-gram gives no draft
+        known += bool(got)
+    assert 0 < known <= 64
+    assert shared.chain([1] * 8, 4) == []
+
+
+def test_a_prompt_and_single_tokens_fill_the_table_alike() -> None:
+    import random
+
+    import numpy as np
+
+    from gpt4all_api.engine.lookup import SharedNgrams
+
+    rng = random.Random(3)
+    tokens = [rng.randrange(49152) for _ in range(300)]
+    whole, one_by_one = SharedNgrams(n=16, bits=16), SharedNgrams(n=16, bits=16)
+    whole.add(tokens)  # NumPy over the whole prompt
+    for i in range(len(tokens)):
+        one_by_one.add(tokens[: i + 1], i)  # Python, a token at a time
+    assert np.array_equal(whole._keys_np, one_by_one._keys_np)
+    assert np.array_equal(whole._next_np, one_by_one._next_np)
+    assert whole.chain(tokens[:100], 8) == tokens[100:108]

@@ -94,10 +94,14 @@ def grounded_messages(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": GROUNDED_PROMPTS[i % len(GROUNDED_PROMPTS)]}]
 
 
-def metrics_url(base_url: str) -> str:
-    """`/metrics` sits at the server's root, beside `/v1`."""
+def root_url(base_url: str) -> str:
+    """The server's root: `/metrics` and Ollama's `/api` sit there, beside `/v1`."""
     root = base_url.rstrip("/")
-    return (root.removesuffix("/v1") or root) + "/metrics"
+    return root.removesuffix("/v1") or root
+
+
+def metrics_url(base_url: str) -> str:
+    return root_url(base_url) + "/metrics"
 
 
 def counter_total(text: str, name: str) -> float | None:
@@ -141,6 +145,7 @@ class GroundedResult:
     wall_s: float = 0.0
     drafted: float | None = None  # /metrics deltas over the pass (our server)
     accepted: float | None = None
+    per_pass: int = 0  # requests in one pass over the prompts (records are pass after pass)
 
     @property
     def errors(self) -> int:
@@ -153,6 +158,19 @@ class GroundedResult:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+    def pass_tokens_per_s(self) -> tuple[float | None, float | None]:
+        """Output tokens/s (over the requests' own times) of the first pass, where every prompt
+        is new to the server, and of the later ones, where it has answered each before."""
+
+        def rate(records: list[RequestRecord]) -> float | None:
+            ok = [r for r in records if r.ok]
+            seconds = sum(r.finished - r.started for r in ok)
+            tokens = sum(r.counted_tokens or r.usage_completion or 0 for r in ok)
+            return tokens / seconds if seconds > 0 else None
+
+        n = self.per_pass or len(self.records)
+        return rate(self.records[:n]), rate(self.records[n:])
 
     @property
     def decode_tokens_per_s(self) -> float | None:
@@ -191,15 +209,23 @@ async def run_grounded(
     extra: dict[str, Any] | None = None,
     api_key: str | None = None,
     read_metrics: bool = False,
+    fresh_engine: bool = False,
 ) -> GroundedResult:
     """Every grounded prompt `passes` times, one at a time, greedy, `max_tokens` each.
 
     First each prompt once for one token, not counted: every server and setting then finds the
     prompts in its prefix cache, whichever ran first (otherwise the first one measured pays
-    every prefill and the next ones none)."""
-    result = GroundedResult(server=server, label=label)
+    every prefill and the next ones none). `fresh_engine` (our server): unload the model
+    before, so that no setting drafts from answers an earlier one gave (the engine's shared
+    n-gram table); the model loads again with the first request."""
+    result = GroundedResult(server=server, label=label, per_pass=len(GROUNDED_PROMPTS))
     base_url = base_url.rstrip("/")
     with httpx.Client(timeout=30, trust_env=False) as sync:
+        if fresh_engine and model is not None:
+            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+            unload = {"model": model, "keep_alive": 0}
+            url = root_url(base_url) + "/api/generate"
+            sync.post(url, json=unload, headers=headers).raise_for_status()
         async with new_client(1, api_key) as client:
             for i in range(len(GROUNDED_PROMPTS)):
                 await stream_chat(client, base_url, model, grounded_messages(i), 1, extra)

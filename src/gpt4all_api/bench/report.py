@@ -178,9 +178,9 @@ def grounded_table(report: CompareReport) -> str:
     ref = next(iter(report.servers[ref_name].grounded), None) if ref_name else None
     rows = [
         "| server | setting | requests | errors | output tokens | output tok/s "
-        f"| ÷ {OURS} lookup off | ÷ {ref_name or '-'} | decode tok/s | TTFT p50 ms | drafted "
-        "| accepted | acceptance |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| ÷ {OURS} lookup off | ÷ {ref_name or '-'} | pass 1 / later passes tok/s "
+        "| decode tok/s | TTFT p50 ms | drafted | accepted | acceptance |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, srv in report.servers.items():
         for g in srv.grounded:
@@ -189,10 +189,12 @@ def grounded_table(report: CompareReport) -> str:
             accepted = "-" if g.accepted is None else f"{g.accepted:.0f}"
             acc = "-" if g.acceptance is None else f"{g.acceptance:.0%}"
             dec = g.decode_tokens_per_s
+            first, later = g.pass_tokens_per_s()
+            passes = " / ".join("-" if x is None else f"{x:.1f}" for x in (first, later))
             rows.append(
                 f"| {name} | {g.label} | {ok} | {g.errors} | {g.tokens} | {g.tokens_per_s:.1f} "
                 f"| {_ratio(g.tokens_per_s, base.tokens_per_s if base else None)} "
-                f"| {_ratio(g.tokens_per_s, ref.tokens_per_s if ref else None)} "
+                f"| {_ratio(g.tokens_per_s, ref.tokens_per_s if ref else None)} | {passes} "
                 f"| {'-' if dec is None else f'{dec:.1f}'} "
                 f"| {_ms(g.ttft_p50)} | {drafted} | {accepted} | {acc} |"
             )

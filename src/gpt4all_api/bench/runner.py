@@ -164,6 +164,7 @@ async def bench_url(
     grounded: tuple[tuple[str, dict[str, Any] | None], ...] = (),
     read_metrics: bool = False,
     profiler: Profiler | None = None,
+    fresh_engines: bool = False,
 ) -> ServerReport:
     """Every concurrency level, the prefix scenario, the grounded workload (once per
     `(label, extra request fields)` in `grounded`), then the levels again beside a CPU hog,
@@ -227,6 +228,7 @@ async def bench_url(
             extra=extra,
             api_key=api_key,
             read_metrics=read_metrics,
+            fresh_engine=fresh_engines,
         )
         _count(g.records, counter)
         report.grounded.append(g)
@@ -459,6 +461,7 @@ def run_compare(
                             grounded=grounded,
                             read_metrics=ours,
                             profiler=profiler,
+                            fresh_engines=ours,
                         )
                     )
             report.lookup_bound = lookup_bound(model, report)

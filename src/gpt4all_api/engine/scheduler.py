@@ -32,7 +32,7 @@ from ..errors import APIError, EngineError, InvalidRequest, Overloaded
 from . import kv_pages, llama_log
 from .cores import CoreShare
 from .logprobs import LogprobReader
-from .lookup import DraftPayoff, PromptLookup
+from .lookup import DraftPayoff, PromptLookup, SharedNgrams
 from .model import Model, kv_cache_types
 from .prompt_cache import PromptCache
 from .reasoning import ReasoningSpec, ReasoningSplitter
@@ -127,6 +127,8 @@ class Engine:
         )
         self._admitted = 0
         self._payoff = DraftPayoff()
+        shared = config.prompt_lookup and config.prompt_lookup_shared
+        self._ngrams = SharedNgrams() if shared else None  # every sequence's long n-grams
         cores = CoreShare(config.threads) if config.share_cores else None
         self._cores = cores if cores is not None and cores.enabled else None
         self.last_used = time.monotonic()
@@ -304,7 +306,9 @@ class Engine:
                 drafts = self.config.prompt_lookup and req.prompt_lookup is not False
                 if drafts and not req.echo_logprobs:
                     job.lookup = PromptLookup(
-                        draft_max=self.config.draft_max, tokens=list(req.prompt_tokens)
+                        draft_max=self.config.draft_max,
+                        tokens=list(req.prompt_tokens),
+                        shared=self._ngrams,
                     )
                 if req.logprobs is not None and sampling.uses_penalties:
                     n = sampling.repeat_last_n
