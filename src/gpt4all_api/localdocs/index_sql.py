@@ -89,13 +89,11 @@ class IndexSQL:
         row = self._first(sql, args)
         return int(row["n"]) if row else 0
 
-    def _write(self, *statements: tuple[str, Sequence[Any]]) -> int:
-        """Run the statements in one transaction; the last one's row count."""
-        count = 0
+    def _write(self, *statements: tuple[str, Sequence[Any]]) -> None:
+        """Run the statements in one transaction."""
         with self._tx() as db:
             for sql, args in statements:
-                count = db.execute(self._q(sql), args).rowcount
-        return count
+                db.execute(self._q(sql), args)
 
     # -- files --------------------------------------------------------------------------
 
