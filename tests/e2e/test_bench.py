@@ -209,3 +209,24 @@ def test_bench_compare_with_llama_server_a_variant_the_hog_and_a_profile(tmp_pat
         "gpt4all-api-passive-beside-1-CPU-hog-s-2c.txt",
     ]
     assert "llama_decode" in (prof / "gpt4all-api-2c.txt").read_text()
+
+
+def test_each_grounded_setting_starts_from_an_unloaded_model(base_url: str) -> None:
+    """The grounded workload unloads our model before each setting, so that no setting drafts
+    from the answers an earlier one gave; the unload is only done once `/api/ps` says so,
+    also right after a request (when the server still holds the model for a moment)."""
+    import httpx
+
+    from gpt4all_api.bench.grounded import root_url, unload_model
+
+    root = root_url(base_url)
+    with httpx.Client(timeout=60) as http:
+        model = http.get(base_url + "/models").json()["data"][0]["id"]
+        body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        assert http.post(base_url + "/chat/completions", json=body).status_code == 200
+        listed = [m["model"] for m in http.get(root + "/api/ps").json()["models"]]
+        assert listed == [model.removesuffix(".gguf") + ":latest"]
+        unload_model(http, root, model, None)
+        assert http.get(root + "/api/ps").json()["models"] == []
+        # and the next request loads it again
+        assert http.post(base_url + "/chat/completions", json=body).status_code == 200

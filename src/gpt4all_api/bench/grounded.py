@@ -100,6 +100,28 @@ def root_url(base_url: str) -> str:
     return root.removesuffix("/v1") or root
 
 
+def unload_model(
+    sync: httpx.Client, root: str, model: str, api_key: str | None, wait_s: float = 30.0
+) -> None:
+    """Unload `model` the way an Ollama client does, and wait until `/api/ps` no longer lists
+    it: a server unloads a model that just served a request only once the model is idle."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    unload = {"model": model, "keep_alive": 0}
+    sync.post(root + "/api/generate", json=unload, headers=headers).raise_for_status()
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        listed = sync.get(root + "/api/ps", headers=headers).raise_for_status().json()["models"]
+        if not any(_same_model(m.get("model", ""), model) for m in listed):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{model} was still loaded {wait_s:.0f} s after it was unloaded")
+
+
+def _same_model(listed: str, model: str) -> bool:
+    """Ollama lists `name.gguf` as `name:latest`."""
+    return listed.removesuffix(":latest") in (model, model.removesuffix(".gguf"))
+
+
 def metrics_url(base_url: str) -> str:
     return root_url(base_url) + "/metrics"
 
@@ -222,10 +244,7 @@ async def run_grounded(
     base_url = base_url.rstrip("/")
     with httpx.Client(timeout=30, trust_env=False) as sync:
         if fresh_engine and model is not None:
-            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-            unload = {"model": model, "keep_alive": 0}
-            url = root_url(base_url) + "/api/generate"
-            sync.post(url, json=unload, headers=headers).raise_for_status()
+            unload_model(sync, root_url(base_url), model, api_key)
         async with new_client(1, api_key) as client:
             for i in range(len(GROUNDED_PROMPTS)):
                 await stream_chat(client, base_url, model, grounded_messages(i), 1, extra)
