@@ -103,6 +103,9 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
     # and prompt lookup's bound on our greedy grounded answers, were every draft right
     assert data["lookup_bound"] >= 1.0 and "Were every draft right" in proc.stdout
     assert f"were every draft right: {data['lookup_bound']:.2f}x" in proc.stdout  # the target's
+    # and with our own guesses cut where they go wrong (never slower than plain decoding)
+    assert len(data["guess_bound"]) == 1 and data["guess_bound"][0] >= 1.0
+    assert "each cut exactly where it goes wrong" in proc.stdout
     assert set(data["servers"]) == {"gpt4all-api", "llama-cpp-python"}
     for srv in data["servers"].values():
         assert [lv["concurrency"] for lv in srv["levels"]] == [1, 2]

@@ -97,6 +97,42 @@ def test_stream_chunks_are_parsed() -> None:
     assert rec.error and "boom" in rec.error
 
 
+def test_every_level_request_samples_alike_on_every_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    import httpx
+
+    from gpt4all_api.bench import load
+
+    bodies: list[dict] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        chunk = {"choices": [{"delta": {"content": "Hi"}, "finish_reason": "stop"}]}
+        return httpx.Response(200, text=f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n")
+
+    transport = httpx.MockTransport(answer)
+    monkeypatch.setattr(load, "new_client", lambda *a, **k: httpx.AsyncClient(transport=transport))
+
+    async def run(temperature: float) -> None:
+        await load.run_level("http://127.0.0.1:1/v1", "m", 1, 1, 8, 10, None, temperature)
+
+    asyncio.run(run(0.0))
+    asyncio.run(run(0.7))
+    greedy, sampled = bodies
+    assert greedy["temperature"] == 0 and "top_k" not in greedy
+    assert greedy["repeat_penalty"] == 1.0 and sampled["repeat_penalty"] == 1.0
+    # above 0, the samplers llama.cpp's servers default to, spelled out for every server
+    assert (sampled["temperature"], sampled["top_k"], sampled["top_p"], sampled["min_p"]) == (
+        0.7,
+        40,
+        0.95,
+        0.05,
+    )
+
+
 def test_only_loopback_servers_are_driven() -> None:
     check_loopback("http://127.0.0.1:8000/v1")
     check_loopback("http://localhost:1234/v1")

@@ -29,3 +29,19 @@ def test_an_answer_copying_its_prompt_is_bounded_by_the_step_costs() -> None:
     fresh = [1, 2, 3, 4, 5]  # nothing to copy: plain decoding
     assert perfect_lookup_speedup([(prompt, fresh)], COSTS) == pytest.approx(1.0)
     assert perfect_lookup_speedup([], COSTS) == 0.0
+
+
+def test_the_servers_own_guesses_cut_where_they_go_wrong() -> None:
+    from gpt4all_api.bench.lookup_bound import cut_guess_speedup
+
+    prompt = list(range(100, 120))
+    copy = list(range(105, 115))
+    # "105" alone matches no n-gram (one plain step); "105 106" finds the other eight
+    assert cut_guess_speedup([(prompt, copy)], COSTS) == pytest.approx([10 / (1 + 5)])
+    # an edit inside the copy: the guess after it is wrong at once, then right again
+    edited = [105, 106, 107, 1, 108, 109, 110, 111, 112]
+    first = cut_guess_speedup([(prompt, edited)], COSTS)[0]
+    assert 1.0 < first < perfect_lookup_speedup([(prompt, edited)], COSTS) + 1e-9
+    # a second pass drafts the first pass's answer from the shared table: the edit too
+    again = cut_guess_speedup([(prompt, edited)], COSTS, passes=2)
+    assert again[0] == pytest.approx(first) and again[1] > first

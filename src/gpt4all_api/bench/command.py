@@ -43,6 +43,14 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 @click.option("--min-requests", default=8, show_default=True, help="Fewest requests per level.")
 @click.option("--max-tokens", default=64, show_default=True, help="max_tokens of every request.")
 @click.option(
+    "--temperature",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 2.0),
+    help="temperature of the levels' requests (above 0 with top_k 40, top_p 0.95, min_p 0.05 "
+    "spelled out for every server); the grounded workload stays greedy.",
+)
+@click.option(
     "--time-limit",
     default=120.0,
     show_default=True,
@@ -176,7 +184,8 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 def bench(**o: Any) -> None:
     """Measure throughput and latency of an OpenAI-compatible server under concurrent load.
 
-    Closed-loop clients send streamed chat requests (temperature 0, repeat_penalty 1) at each
+    Closed-loop clients send streamed chat requests (temperature 0 unless --temperature,
+    repeat_penalty 1) at each
     concurrency level; each level reports output tokens/s, requests/s, time to first token and
     inter-token latency (p50/p95) and errors. Every level is bounded by its request count and
     --time-limit.
@@ -202,6 +211,7 @@ def bench(**o: Any) -> None:
         requests_per_client=o["requests_per_client"],
         min_requests=o["min_requests"],
         max_tokens=o["max_tokens"],
+        temperature=o["temperature"],
         time_limit=o["time_limit"],
         prefix=o["prefix"],
         prefix_tokens=o["prefix_tokens"],

@@ -70,15 +70,20 @@ async def stream_chat(
     messages: list[dict[str, str]],
     max_tokens: int,
     extra: dict[str, Any] | None = None,
+    temperature: float = 0.0,
 ) -> RequestRecord:
     """One streamed chat completion, timing every content chunk. Never raises for HTTP trouble."""
-    # Every server gets the same sampling: greedy, and no repetition penalty. Left out, the
-    # penalty would differ (GPT4All's 1.18 here, llama-cpp-python's 1.1, llama-server's 1.0), and
-    # so would the answers, their lengths and the work per token.
+    # Every server gets the same sampling: greedy (or `temperature` with llama.cpp's default
+    # top-k, top-p and min-p, spelled out), and no repetition penalty. Left out, the penalty
+    # would differ (GPT4All's 1.18 here, llama-cpp-python's 1.1, llama-server's 1.0), and so
+    # would the answers, their lengths and the work per token.
+    sampling: dict[str, Any] = {"temperature": temperature}
+    if temperature > 0:
+        sampling |= {"top_k": 40, "top_p": 0.95, "min_p": 0.05}
     body: dict[str, Any] = {
         "messages": messages,
         "max_tokens": max_tokens,
-        "temperature": 0,
+        **sampling,
         "repeat_penalty": 1.0,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -137,6 +142,7 @@ async def run_level(
     max_tokens: int,
     time_limit: float,
     api_key: str | None = None,
+    temperature: float = 0.0,
 ) -> tuple[list[RequestRecord], float]:
     """`concurrency` closed-loop clients share `n_requests`; returns the records and wall time."""
     records: list[RequestRecord] = []
@@ -149,7 +155,10 @@ async def run_level(
         while next_index < n_requests and time.perf_counter() < deadline:
             i = next_index
             next_index += 1
-            records.append(await stream_chat(client, base_url, model, chat_messages(i), max_tokens))
+            messages = chat_messages(i)
+            records.append(
+                await stream_chat(client, base_url, model, messages, max_tokens, None, temperature)
+            )
 
     async with new_client(concurrency, api_key) as client:
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))

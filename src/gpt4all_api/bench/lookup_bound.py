@@ -5,6 +5,11 @@ Replays each greedy answer step by step against what a step of k tokens costs on
 (prompt and answer so far) that the answer goes on with, as much of it as gives the most tokens
 per single-token step: no drafted token is ever rejected. Drafting from the sequence's own
 context can hardly do better; real drafters guess, and some of their tokens are rejected.
+
+`cut_guess_speedup` replays the same answers with the server's own guesses instead (each
+sequence's n-gram index and the engine's shared table, over as many passes as the bench ran),
+each cut exactly where it goes wrong: what knowing when to stop a draft would give, the part of
+the gap to the bound above that no choice of draft lengths can close.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+from ..engine.lookup import PromptLookup, SharedNgrams
 from .raw import StepCost
 
 
@@ -59,9 +65,48 @@ def perfect_lookup_speedup(
         while i < len(answer):
             context = prompt + answer[: i + 1]  # the step's token is the answer's i-th
             _, span = longest_span(context, answer[i + 1 :], room)
-            # the part of the span worth a step: most tokens per single-token step
-            n = max(range(span + 1), key=lambda m: (1 + m) / step_cost(costs, 1 + m))
+            n = _best_part(costs, span)  # the part of the span worth a step
             steps += step_cost(costs, 1 + n)
             i += 1 + n
         tokens += len(answer)
     return tokens / steps if steps else 0.0
+
+
+def _best_part(costs: Sequence[StepCost], right: int) -> int:
+    """How many of `right` tokens that are sure to be right to put in a step: the most tokens
+    per single-token step."""
+    return max(range(right + 1), key=lambda m: (1 + m) / step_cost(costs, 1 + m))
+
+
+def cut_guess_speedup(
+    cases: Sequence[tuple[list[int], list[int]]],
+    costs: Sequence[StepCost],
+    passes: int = 1,
+    draft_max: int = 16,
+) -> list[float]:
+    """Per pass over the answers (prompt, answer tokens): tokens over single-token steps when
+    every step drafts what `PromptLookup` guesses (one `SharedNgrams` for all, as in the
+    engine), cut where the guess goes wrong, of it as much as pays."""
+    if not costs or not cases:
+        return []
+    shared = SharedNgrams()
+    out = []
+    for _ in range(passes):
+        steps, tokens = 0.0, 0
+        for prompt, answer in cases:
+            # as in perfect_lookup_speedup: the step's token is the answer's i-th, in the
+            # context, and the guess is for the tokens after it
+            look = PromptLookup(draft_max=draft_max, tokens=[*prompt, *answer[:1]], shared=shared)
+            i = 0
+            while i < len(answer):
+                guess = look.draft(len(answer) - i - 1)
+                right = 0
+                while right < len(guess) and guess[right] == answer[i + 1 + right]:
+                    right += 1
+                n = _best_part(costs, right)
+                steps += step_cost(costs, 1 + n)
+                look.extend(answer[i + 1 : i + 2 + n])
+                i += 1 + n
+            tokens += len(answer)
+        out.append(tokens / steps if steps else 0.0)
+    return out

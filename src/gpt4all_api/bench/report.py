@@ -391,7 +391,8 @@ def compare_text(report: CompareReport) -> str:
         f"Model {o.model_path.name}; {o.threads} threads; context {o.context_size} per sequence; "
         f"batch {o.batch_size}; parallel slots {o.parallel} (ours and llama-server); KV cache "
         f"K {o.kv_types[0]}, V {o.kv_types[1]}; chat, max_tokens {report.config.max_tokens}, "
-        "temperature 0, repeat_penalty 1; output tokens counted with the model's tokenizer for "
+        f"temperature {report.config.temperature:g}, repeat_penalty 1; output tokens counted "
+        "with the model's tokenizer for "
         "every server.",
         "",
         "## Side by side",
@@ -432,6 +433,15 @@ def compare_text(report: CompareReport) -> str:
             "Were every draft right (at each step the longest span of its own context that our "
             "greedy answer goes on with, as much of it as pays), prompt lookup would make these "
             f"answers {report.lookup_bound:.2f}x faster than plain decoding.",
+            "",
+        ]
+    if report.guess_bound:
+        passes = " / ".join(f"{x:.2f}x" for x in report.guess_bound)
+        parts += [
+            "With our own lookup's guesses instead (its n-gram index and shared table, the passes "
+            "as run), each cut exactly where it goes wrong: "
+            f"{passes} (pass 1{' / later' if len(report.guess_bound) > 1 else ''}); "
+            "what knowing where a guess goes wrong would give.",
             "",
         ]
     if report.config.hog > 0:

@@ -27,7 +27,7 @@ import httpx
 from ..engine.model import Model
 from .grounded import GroundedResult, grounded_messages, run_grounded
 from .load import PrefixResult, check_loopback, new_client, run_level, run_prefix, stream_chat
-from .lookup_bound import perfect_lookup_speedup
+from .lookup_bound import cut_guess_speedup, perfect_lookup_speedup
 from .raw import RawResult, StepCost, raw_decode, render_messages, step_costs
 from .servers import (
     CpuHog,
@@ -89,6 +89,7 @@ class BenchConfig:
     requests_per_client: int = 4
     min_requests: int = 8
     max_tokens: int = 64
+    temperature: float = 0.0  # of the levels' requests (the grounded ones are greedy)
     time_limit: float = 120.0  # seconds per level; no request starts after it
     warmup: int = 2
     prefix: bool = True
@@ -189,6 +190,7 @@ async def bench_url(
                 config.max_tokens,
                 config.time_limit,
                 api_key,
+                config.temperature,
             )
         _count(records, counter)
         lv = summarize(c, records, wall, source or token_source(records, counter is not None))
@@ -340,6 +342,8 @@ class CompareReport:
     step_costs: list[StepCost] = field(default_factory=list)
     #: With those and our grounded answers: prompt lookup's speed-up were every draft right
     lookup_bound: float | None = None
+    #: And with our own guesses, each cut where it goes wrong: the speed-up per grounded pass
+    guess_bound: list[float] = field(default_factory=list)
     #: With `rounds`: {server: {clients: [the level's result in each round]}}
     interleaved: dict[str, dict[int, list[LevelResult]]] = field(default_factory=dict)
 
@@ -464,7 +468,7 @@ def run_compare(
                             fresh_engines=ours,
                         )
                     )
-            report.lookup_bound = lookup_bound(model, report)
+            lookup_bounds(model, report)
             if config.rounds > 0:
                 plan = server_plan(options, servers, variants)
                 report.interleaved = run_rounds(
@@ -476,21 +480,24 @@ def run_compare(
     return report
 
 
-def lookup_bound(model: Model, report: CompareReport) -> float | None:
-    """`perfect_lookup_speedup` of our greedy grounded answers (lookup off), with the step
-    costs measured in this run; None without either."""
+def lookup_bounds(model: Model, report: CompareReport) -> None:
+    """`perfect_lookup_speedup` and `cut_guess_speedup` of our greedy grounded answers (lookup
+    off), with the step costs measured in this run; left unset without either."""
     ours = report.servers.get(OURS)
     off = next((g for g in ours.grounded if g.label == "prompt lookup off"), None) if ours else None
     if not report.step_costs or off is None or off.errors:
-        return None
+        return
+    texts = off.texts()[: off.per_pass] if off.per_pass else off.texts()
     cases = [
         (
             model.tokenize(render_messages(model, grounded_messages(i))),
             model.tokenize(text, add_special=False),
         )
-        for i, text in enumerate(off.texts())
+        for i, text in enumerate(texts)
     ]
-    return perfect_lookup_speedup(cases, report.step_costs)
+    report.lookup_bound = perfect_lookup_speedup(cases, report.step_costs)
+    passes = max(1, len(off.texts()) // max(1, len(cases)))
+    report.guess_bound = cut_guess_speedup(cases, report.step_costs, passes)
 
 
 def planned_server(
@@ -523,7 +530,8 @@ def run_rounds(
             running.append(stack.enter_context(server))
         for server in running:
             n = config.requests_for(1)
-            asyncio.run(run_level(server.base_url, model, 1, n, config.max_tokens, 300))
+            t = config.temperature
+            asyncio.run(run_level(server.base_url, model, 1, n, config.max_tokens, 300, None, t))
         for r in range(config.rounds):
             for c in config.levels:
                 order = running if r % 2 == 0 else running[::-1]
@@ -536,6 +544,8 @@ def run_rounds(
                             config.requests_for(c),
                             config.max_tokens,
                             config.time_limit,
+                            None,
+                            config.temperature,
                         )
                     )
                     _count(records, counter)
