@@ -169,11 +169,12 @@ class Settings(BaseSettings):
         "text matched.",
     )
     draft_max: int = Field(
-        8,
+        16,
         ge=1,
         le=64,
         validation_alias=_env("draft_max"),
-        description="Most drafted tokens verified in one step, all sequences together.",
+        description="Most drafted tokens one sequence puts in a step (how many it does is "
+        "decided from how often such drafts were right and what a token costs).",
     )
     prompt_cache_mb: int = Field(
         1024,

@@ -33,41 +33,76 @@ def test_the_index_follows_new_tokens() -> None:
     assert look.draft(2) == [3, 4]
 
 
-def test_the_draft_length_adapts_to_what_the_model_accepts() -> None:
+def test_a_draft_tells_its_kind_and_whole_drafts_in_a_row_make_a_streak() -> None:
     look = PromptLookup(draft_max=8, tokens=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2])
     assert len(look.draft(16)) == 8
-    look.settle(8, 2)  # two accepted: the next drafts are three long
-    assert look.limit == 3
-    look.settle(3, 3)  # all accepted: double
-    assert look.limit == 6
-    assert (look.drafted, look.accepted) == (11, 5)
+    assert look.kind == (2, 0)  # a 2-gram's match, no draft before it
+    look.settle(8, 8)
+    look.settle(3, 3)
+    look.settle(4, 4)
+    assert look.streak == 2  # counted up to 2
+    look.settle(8, 2)  # a wrong token ends the streak
+    assert look.streak == 0
+    assert (look.drafted, look.accepted) == (23, 17)
 
 
-def test_outright_rejections_make_the_sequence_rest_longer_each_time() -> None:
-    look = PromptLookup(draft_max=4, tokens=[1, 2, 3, 1, 2])
-    assert look.draft(4)
-    look.settle(3, 0)
-    assert [bool(look.draft(4)) for _ in range(3)] == [False, False, True]
-    look.settle(1, 0)
-    assert [bool(look.draft(4)) for _ in range(5)] == [False] * 4 + [True]
-    look.settle(1, 1)  # an accepted draft ends the rest periods
-    assert look.draft(4)
+# -- how much of each draft goes in a step (drafting.py) ---------------------------------------
 
 
-def test_drafting_runs_where_it_pays_and_is_probed_where_it_does_not() -> None:
-    from gpt4all_api.engine.lookup import DraftPayoff
+def test_the_step_cost_is_a_line_fit_through_the_widths_timed() -> None:
+    from gpt4all_api.engine.drafting import StepCost
 
-    payoff = DraftPayoff(probe_every=4)
-    # unmeasured: the steps alternate, so both kinds get measured
-    assert [payoff.allow(1) for _ in range(4)] == [False, True, False, True]
-    payoff.record(1, drafted=False, emitted=1, seconds=0.02)  # 50 tokens/s
-    payoff.record(1, drafted=True, emitted=2, seconds=0.06)  # 33 tokens/s: drafts lose
-    probes = [i for i in range(60) if payoff.allow(1)]
-    assert probes == [3, 11, 27, 59]  # ever rarer while drafts lose: 4, 8, 16, 32 steps apart
-    for _ in range(20):  # the answer turns to copying its prompt: drafts win
-        payoff.record(1, drafted=True, emitted=6, seconds=0.06)
-    assert [payoff.allow(1) for _ in range(8)].count(True) == 6  # all but the probes
-    assert payoff.rates(2) == (None, None)  # each batch width is measured on its own
+    cost = StepCost()
+    assert cost.line() is None
+    for _ in range(5):
+        cost.record(1, 0.010)
+    a, b = cost.line()  # one width: the prior's shape (a step of n costs 0.5 + 0.5 n) through it
+    assert (round(a, 6), round(b, 6)) == (0.005, 0.005)
+    cost.record(2, 0.020)  # one noisy two-token step does not set the slope
+    a, b = cost.line()
+    assert 0.004 < b < 0.007
+    for n in (3, 5, 9, 17):
+        for _ in range(20):
+            cost.record(n, 0.004 + 0.006 * n)
+    a, b = cost.line()  # many steps of 3, 5, 9, 17 tokens, all on 0.004 + 0.006 n: they rule
+    assert abs(b - 0.006) < 0.0006 and abs(a + 9 * b - 0.058) < 0.003
+
+
+def test_the_odds_of_a_kind_follow_what_the_model_accepted() -> None:
+    from gpt4all_api.engine.drafting import DraftOdds
+
+    odds = DraftOdds()
+    assert odds.odds((2, 0)) < 0.5 < odds.odds((16, 0))  # before any: short matches are weak
+    for _ in range(50):
+        odds.record((2, 0), drafted=4, accepted=0, ended=False)  # always wrong at once
+        odds.record((16, 2), drafted=16, accepted=16, ended=False)  # always right
+    assert odds.odds((2, 0)) < 0.05
+    assert odds.odds((16, 2)) > 0.99
+    before = odds.odds((4, 1))
+    odds.record((4, 1), drafted=4, accepted=2, ended=True)  # the answer ended inside the draft
+    assert odds.odds((4, 1)) > before  # two right, none wrong
+    tried = [odds.explore((2, 0)) for _ in range(64)]
+    assert tried.count(True) == 2  # a kind below the bar is tried every 32nd time
+
+
+def test_a_step_takes_the_drafted_tokens_that_raise_its_tokens_per_second() -> None:
+    from gpt4all_api.engine.drafting import plan_drafts
+
+    cpu = (0.5, 0.5)  # a token costs half a one-token step
+    # one sequence: the i-th token is right with odds p**i; tokens go in while q > b*E/T
+    assert plan_drafts([(0.999, 16)], 1, cpu, 64) == [16]
+    assert plan_drafts([(0.99, 32)], 1, cpu, 64) == [13]
+    assert plan_drafts([(0.9, 16)], 1, cpu, 64) == [3]
+    assert plan_drafts([(0.4, 16)], 1, cpu, 64) == [0]  # a 2-gram guess costs more than it gives
+    assert plan_drafts([(0.99, 16)], 1, cpu, 5) == [5]  # at most the budget
+    # sixteen sequences: the step already yields 16 tokens for 8.5, only sure tokens pay
+    assert plan_drafts([(0.9, 16)] * 16, 16, cpu, 64) == [0] * 16
+    assert sum(plan_drafts([(0.99, 16)] * 16, 16, cpu, 64)) > 0
+    # the likeliest go first: a copying sequence's before a weaker one's
+    taken = plan_drafts([(0.6, 8), (0.98, 8)], 1, cpu, 64)
+    assert taken[1] == 8 and taken[0] < 2
+    # where tokens cost little (a GPU), weaker drafts pay too
+    assert plan_drafts([(0.4, 16)], 1, (1.0, 0.02), 64) == [3]
 
 
 # -- the table shared by all sequences ---------------------------------------------------------

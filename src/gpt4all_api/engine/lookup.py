@@ -6,9 +6,8 @@ The engine decodes such a draft together with the sequence's next token in the s
 `llama_decode`, keeps the longest run the model agrees with and drops the rest of the KV.
 
 The index maps every n-gram (for each length in `sizes`) to where it last ended, so a lookup is a
-few dictionary reads, whatever the context's length. The draft length adapts to how much of the
-sequence's recent drafts the model accepted, because on a CPU every drafted token costs nearly
-as much compute as a generated one.
+few dictionary reads, whatever the context's length. How much of a draft goes into a step is
+decided in `drafting.py`, from how often such drafts were right and what a token costs.
 
 Beside each sequence's own index, one table shared by all of an engine's sequences
 (`SharedNgrams`) remembers what followed every long n-gram in any prompt or answer: an answer
@@ -104,7 +103,7 @@ class SharedNgrams:
 class PromptLookup:
     """The n-gram index of one sequence's tokens (prompt and answer so far)."""
 
-    draft_max: int = 8
+    draft_max: int = 16
     sizes: tuple[int, ...] = (4, 3, 2)  # n-gram lengths tried, longest first
     tokens: list[int] = field(default_factory=list)
     #: The engine's table of every sequence's long n-grams (None: this sequence's own only);
@@ -112,16 +111,19 @@ class PromptLookup:
     shared: SharedNgrams | None = None
     _index: dict[tuple[int, ...], int] = field(default_factory=dict)  # n-gram -> end (exclusive)
     _indexed: int = 0  # the n-grams ending at or before this position are in the index
-    limit: int = 0  # current draft length (adapts between 1 and draft_max)
+    source: int = 0  # the length of the match the last draft came from
+    streak: int = 0  # drafts in a row the model took whole (up to 2)
     drafted: int = 0
     accepted: int = 0
-    _misses: int = 0  # drafts in a row the model rejected outright
-    _rest: int = 0  # lookups to skip before drafting again
 
     def __post_init__(self) -> None:
-        self.limit = self.draft_max
         if self.shared is not None:
             self.shared.add(self.tokens)
+
+    @property
+    def kind(self) -> tuple[int, int]:
+        """What the last draft's odds depend on: its match's length and the streak before it."""
+        return self.source, self.streak
 
     def extend(self, tokens: Iterable[int]) -> None:
         start = len(self.tokens)
@@ -138,19 +140,18 @@ class PromptLookup:
         self._indexed = max(self._indexed, end)
 
     def draft(self, room: int) -> list[int]:
-        """Up to min(`room`, the adaptive limit) tokens that followed the newest earlier
-        occurrence of the longest n-gram the context ends with; [] when there is none."""
+        """Up to min(`room`, draft_max) tokens that followed the newest earlier occurrence of
+        the longest n-gram the context ends with ([] when there is none); `source` tells the
+        match's length."""
         toks = self.tokens
         end = len(toks)
-        k = min(room, self.limit)
+        k = min(room, self.draft_max)
         if k <= 0 or end < 2:
-            return []
-        if self._rest:
-            self._rest -= 1
             return []
         # A long n-gram that something followed before, here or in another sequence, first:
         # it says more than the short ones below.
         if self.shared is not None and (chained := self.shared.chain(toks, k)):
+            self.source = self.shared.n
             return chained
         # Every n-gram that ends before the last token is in the index; the sequence's own
         # final n-grams are not, so a hit is an earlier occurrence.
@@ -160,73 +161,12 @@ class PromptLookup:
                 continue
             at = self._index.get(tuple(toks[end - n :]))
             if at is not None and at < end:
+                self.source = n
                 return toks[at : min(at + k, end)]
         return []
 
     def settle(self, drafted: int, accepted: int) -> None:
-        """Account for one verified draft and adapt the next drafts' length: all accepted
-        doubles it (up to draft_max), a rejection shrinks it to what was accepted plus one, and
-        drafts rejected outright make the sequence rest from drafting for 2, 4, ... 32 tokens
-        (text that does not quote its context costs next to nothing)."""
+        """Account for one verified draft: `accepted` of its `drafted` tokens were right."""
         self.drafted += drafted
         self.accepted += accepted
-        if accepted == drafted:
-            self.limit = min(self.draft_max, max(1, self.limit) * 2)
-        else:
-            self.limit = max(1, accepted + 1)
-        if accepted:
-            self._misses = 0
-        else:
-            self._misses += 1
-            self._rest = min(2**self._misses, 32)
-
-
-@dataclass
-class DraftPayoff:
-    """Whether drafting pays on this machine, measured: tokens emitted per second of decoding in
-    steps that carried drafts against steps that did not, for each number of generating
-    sequences. Where a batch of k tokens costs little more than one (a GPU, a memory-bound
-    model) drafts win at modest acceptance; where it costs nearly k times one (a small model on
-    few CPU cores, with spinning threads) they lose unless nearly all are accepted.
-
-    While one kind is unmeasured the steps alternate; then the better kind runs, and every
-    `probe_every`-th step tries the other, so the choice follows the workload. While drafts
-    keep losing, their probes grow rarer (twice as far apart each time, up to `probe_max`);
-    once they win, probing plain steps starts again from `probe_every`."""
-
-    probe_every: int = 16
-    probe_max: int = 256
-    alpha: float = 0.2  # weight of the newest step in the running rates
-    _plain: dict[int, float] = field(default_factory=dict)
-    _draft: dict[int, float] = field(default_factory=dict)
-    _calls: dict[int, int] = field(default_factory=dict)
-    _every: dict[int, int] = field(default_factory=dict)  # steps between probes of drafts
-
-    def allow(self, generating: int) -> bool:
-        """May this step's sequences (`generating` of them) carry drafts?"""
-        calls = self._calls[generating] = self._calls.get(generating, 0) + 1
-        plain, draft = self._plain.get(generating), self._draft.get(generating)
-        if plain is None or draft is None:
-            return calls % 2 == 0
-        if draft >= plain:
-            self._every[generating] = self.probe_every
-            return calls % self.probe_every != 0
-        every = self._every.get(generating, self.probe_every)
-        if calls % every:
-            return False
-        self._every[generating] = min(2 * every, self.probe_max)
-        self._calls[generating] = 0
-        return True
-
-    def record(self, generating: int, drafted: bool, emitted: int, seconds: float) -> None:
-        """A step of generation only (no prompt tokens in the batch) and what it gave."""
-        if seconds <= 0:
-            return
-        rates = self._draft if drafted else self._plain
-        rate = emitted / seconds
-        old = rates.get(generating)
-        rates[generating] = rate if old is None else old + self.alpha * (rate - old)
-
-    def rates(self, generating: int) -> tuple[float | None, float | None]:
-        """(tokens/s without drafts, with drafts) at this many generating sequences."""
-        return self._plain.get(generating), self._draft.get(generating)
+        self.streak = min(self.streak + 1, 2) if accepted == drafted else 0

@@ -31,8 +31,9 @@ import llama_cpp as lc
 from ..errors import APIError, EngineError, InvalidRequest, Overloaded
 from . import kv_pages, llama_log
 from .cores import CoreShare
+from .drafting import PRIOR_SLOPE, DraftOdds, StepCost, plan_drafts
 from .logprobs import LogprobReader
-from .lookup import DraftPayoff, PromptLookup, SharedNgrams
+from .lookup import PromptLookup, SharedNgrams
 from .model import Model, kv_cache_types
 from .prompt_cache import PromptCache
 from .reasoning import ReasoningSpec, ReasoningSplitter
@@ -126,7 +127,8 @@ class Engine:
             name=self.name,
         )
         self._admitted = 0
-        self._payoff = DraftPayoff()
+        self._step_cost = StepCost()  # what a step of generation costs, by its tokens
+        self._odds = DraftOdds()  # how often each kind of draft is right
         shared = config.prompt_lookup and config.prompt_lookup_shared
         self._ngrams = SharedNgrams() if shared else None  # every sequence's long n-grams
         cores = CoreShare(config.threads) if config.share_cores else None
@@ -466,7 +468,7 @@ class Engine:
         for job in self._active:
             job.batch_index = -1
         generating = self._generating()
-        n, drafted = self._put_generation(generating)
+        n = self._put_generation(generating)
         generation_only = n
         n, scored = self._put_prompts(n)
         if n == 0:
@@ -474,8 +476,9 @@ class Engine:
         self._batch.n_tokens = n
         if self._cores is not None and (threads := self._cores.advise()) is not None:
             lc.llama_set_n_threads(self._ctx, threads, threads)
-        started, emitted = time.perf_counter(), self._generated
+        started = time.perf_counter()
         rc = lc.llama_decode(self._ctx, self._batch)
+        decoded = time.perf_counter() - started
         self._steps += 1
         if rc != 0:
             self._decode_failed(rc)
@@ -491,20 +494,15 @@ class Engine:
         if self._cores is not None:
             self._cores.record(n, took)
         if generating and n == generation_only:
-            self._payoff.record(len(generating), drafted > 0, self._generated - emitted, took)
+            self._step_cost.record(n, decoded)
 
-    def _put_generation(self, generating: list[Job]) -> tuple[int, int]:
+    def _put_generation(self, generating: list[Job]) -> int:
         """Put the next token of every generating sequence in the batch, each followed by the
-        tokens prompt lookup drafts for it. Returns (tokens in the batch, drafted tokens)."""
-        n = drafted = 0
-        # Drafted tokens cost compute like generated ones: drafts fill the batch only up to
-        # draft_max + 1 tokens of generation, so they help few sequences and leave many alone.
-        budget = self.config.draft_max + 1
-        if self.unified:
-            budget = min(budget, self._free_cells())
-        budget -= len(generating)
-        pays = budget > 0 and self._payoff.allow(len(generating))  # measured
-        for job in generating:
+        tokens prompt lookup drafts for it that are expected to pay (`drafting.py`). Returns
+        the tokens in the batch."""
+        drafts = self._drafts(generating)
+        n = 0
+        for job, draft in zip(generating, drafts, strict=True):
             slot = job.slot
             assert slot is not None and job.pending is not None
             pos = len(slot.cached)
@@ -512,26 +510,61 @@ class Engine:
             slot.cached.append(job.pending)
             job.batch_index = n
             n += 1
-            job.drafts = []
-            if (
-                budget > 0
-                and job.lookup is not None
-                and not job.forced
-                and (pays or job.request.prompt_lookup is True)
-            ):
-                room = min(
-                    budget,
-                    self.n_batch - n,
-                    self.n_ctx_seq - pos - 2,
-                    job.request.max_tokens - job.n_generated - 1,
-                )
-                job.drafts = job.lookup.draft(room)
-                for i, token in enumerate(job.drafts):
-                    self._put(n, token, pos + 1 + i, slot.seq_id, True)
-                    n += 1
-                budget -= len(job.drafts)
-                drafted += len(job.drafts)
-        return n, drafted
+            job.drafts = draft
+            for i, token in enumerate(draft):
+                self._put(n, token, pos + 1 + i, slot.seq_id, True)
+                n += 1
+        return n
+
+    def _drafts(self, generating: list[Job]) -> list[list[int]]:
+        """Each generating sequence's drafted tokens for this step: all a forced one's
+        (`"prompt_lookup": true`) has, and of the others' the ones `plan_drafts` expects to
+        raise the step's tokens per second.
+
+        Drafts make a step longer, and every sequence waits for the step: a step carries at
+        most `draft_max` + 1 tokens of generation (many sequences at once leave little room,
+        where drafts would add a few percent of throughput for steps several times as long),
+        and none but forced ones while a new sequence's prompt waits to be read (its first
+        token would come later)."""
+        budget = min(self.n_batch, self.config.draft_max + 1) - len(generating)
+        if self.unified:
+            budget = min(budget, self._free_cells() - len(generating))
+        drafts: list[list[int]] = [[] for _ in generating]
+        if budget <= 0:
+            return drafts
+        prefilling = any(
+            j.leader is None and j.slot is not None and len(j.slot.cached) < len(j.fill)
+            for j in self._active
+        )
+        planned: list[tuple[int, tuple[float, int]]] = []
+        for i, job in enumerate(generating):
+            forced = job.request.prompt_lookup is True
+            if job.lookup is None or job.forced or (prefilling and not forced):
+                continue
+            room = min(
+                budget,
+                self.n_ctx_seq - len(job.slot.cached) - 2,
+                job.request.max_tokens - job.n_generated - 1,
+            )
+            draft = job.lookup.draft(room)
+            if not draft:
+                continue
+            drafts[i] = draft
+            if forced:
+                budget -= len(draft)
+                continue
+            planned.append((i, (self._odds.odds(job.lookup.kind), len(draft))))
+        if not planned:
+            return drafts
+        cost = self._step_cost.line() or (1 - PRIOR_SLOPE, PRIOR_SLOPE)
+        taken = plan_drafts([c for _, c in planned], len(generating), cost, budget)
+        spare = budget - sum(taken)
+        for (i, _), k in zip(planned, taken, strict=True):
+            job = generating[i]
+            if k == 0 and spare > 0 and self._odds.explore(job.lookup.kind):
+                k, spare = 1, spare - 1  # below the bar: one token now and then keeps it measured
+            drafts[i] = drafts[i][:k]
+        return drafts
 
     def _put_prompts(self, n: int) -> tuple[int, list[tuple[Job, int, int]]]:
         """Fill the batch from position `n` with prompt chunks of the sequences still
@@ -583,6 +616,7 @@ class Engine:
             self._drafted += len(drafts)
             self._accepted += accepted
             if job.lookup is not None:
+                self._odds.record(job.lookup.kind, len(drafts), accepted, job.done)
                 job.lookup.settle(len(drafts), accepted)
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:

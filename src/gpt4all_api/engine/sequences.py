@@ -53,7 +53,7 @@ class EngineConfig:
     prompt_lookup: bool = True  # draft tokens from the sequence's own context
     #: also draft from one table of every sequence's 16-token n-grams (lookup.SharedNgrams)
     prompt_lookup_shared: bool = True
-    draft_max: int = 8  # most drafted tokens in one step (all sequences together)
+    draft_max: int = 16  # most drafted tokens of one sequence in one step
     #: RAM for the KV of prompts whose sequence went to another prompt (prompt_cache.py); 0: off
     prompt_cache_mb: int = 1024
 
