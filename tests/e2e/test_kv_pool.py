@@ -247,6 +247,44 @@ def test_an_answer_that_copies_its_prompt_is_mostly_drafted(server: ServerProces
     assert new_accepted >= 40 and new_accepted >= 0.7 * new_drafts
 
 
+def test_by_default_a_copying_answer_is_drafted_and_a_fresh_one_barely(
+    server: ServerProcess,
+) -> None:
+    # lookup on by default (no request field): the engine decides what to draft from the odds
+    # and step costs it measured; a copying answer gets long drafts, nearly all right
+    words = WORDS[::-1][:20]  # not the list another test copies (the shared table has that)
+    items = "\n".join(f"{n + 1}. {w}" for n, w in enumerate(words))
+    prompt = (
+        f"<|im_start|>user\nCopy this shopping list exactly:\n{items}<|im_end|>\n"
+        f"<|im_start|>assistant\n{items}<|im_end|>\n"
+        "<|im_start|>user\nOnce more, exactly the same.<|im_end|>\n"
+        f"<|im_start|>assistant\n1. {words[0]}\n"
+    )
+    oai = client(server)
+    kw: dict[str, Any] = {"model": EMBEDDED, "temperature": 0, "max_tokens": 80}
+    drafted, accepted = metric(server, "draft_tokens"), metric(server, "draft_accepted_tokens")
+    on = oai.completions.create(prompt=prompt, **kw)
+    copy_drafted = metric(server, "draft_tokens") - drafted
+    copy_accepted = metric(server, "draft_accepted_tokens") - accepted
+    off = oai.completions.create(prompt=prompt, **kw, extra_body={"prompt_lookup": False})
+    assert on.choices[0].text == off.choices[0].text
+    assert on.choices[0].text.startswith(f"2. {words[1]}\n3. {words[2]}")  # it copies
+    assert on.usage is not None
+    n = on.usage.completion_tokens
+    assert copy_accepted >= 0.5 * n and copy_accepted >= 0.8 * copy_drafted, (
+        n,
+        copy_drafted,
+        copy_accepted,
+    )
+    # a question whose answer quotes nothing: few drafted tokens (kinds tried now and then)
+    drafted = metric(server, "draft_tokens")
+    fresh = oai.chat.completions.create(
+        messages=[{"role": "user", "content": "Describe a sunrise over a mountain lake."}], **kw
+    )
+    assert fresh.usage is not None
+    assert metric(server, "draft_tokens") - drafted <= 0.25 * fresh.usage.completion_tokens
+
+
 def test_seeded_sampled_answers_are_the_same_with_and_without_prompt_lookup(
     server: ServerProcess,
 ) -> None:
