@@ -379,6 +379,37 @@ def targets_table(report: CompareReport) -> str:
     return "\n".join(rows)
 
 
+def lookup_bounds_text(report: CompareReport) -> list[str]:
+    """The step costs of one sequence and what they bound prompt lookup to, as report lines."""
+    parts: list[str] = []
+    if report.step_costs:
+        parts += [
+            "One sequence after a chat prompt, raw `llama_decode` (no HTTP): a step that verifies "
+            "k - 1 drafted tokens costs this many single-token steps, which bounds what prompt "
+            "lookup can gain at one client on this machine.",
+            "",
+            step_cost_table(report),
+            "",
+        ]
+    if report.lookup_bound is not None:
+        parts += [
+            "Were every draft right (at each step the longest span of its own context that our "
+            "greedy answer goes on with, as much of it as pays), prompt lookup would make these "
+            f"answers {report.lookup_bound:.2f}x faster than plain decoding.",
+            "",
+        ]
+    if report.guess_bound:
+        passes = " / ".join(f"{x:.2f}x" for x in report.guess_bound)
+        parts += [
+            "With our own lookup's guesses instead (its n-gram index and shared table, the passes "
+            "as run), each cut exactly where it goes wrong: "
+            f"{passes} (pass 1{' / later' if len(report.guess_bound) > 1 else ''}); "
+            "what knowing where a guess goes wrong would give.",
+            "",
+        ]
+    return parts
+
+
 def compare_text(report: CompareReport) -> str:
     m = report.machine
     o = report.options
@@ -419,31 +450,7 @@ def compare_text(report: CompareReport) -> str:
             grounded_table(report),
             "",
         ]
-    if report.step_costs:
-        parts += [
-            "One sequence after a chat prompt, raw `llama_decode` (no HTTP): a step that verifies "
-            "k - 1 drafted tokens costs this many single-token steps, which bounds what prompt "
-            "lookup can gain at one client on this machine.",
-            "",
-            step_cost_table(report),
-            "",
-        ]
-    if report.lookup_bound is not None:
-        parts += [
-            "Were every draft right (at each step the longest span of its own context that our "
-            "greedy answer goes on with, as much of it as pays), prompt lookup would make these "
-            f"answers {report.lookup_bound:.2f}x faster than plain decoding.",
-            "",
-        ]
-    if report.guess_bound:
-        passes = " / ".join(f"{x:.2f}x" for x in report.guess_bound)
-        parts += [
-            "With our own lookup's guesses instead (its n-gram index and shared table, the passes "
-            "as run), each cut exactly where it goes wrong: "
-            f"{passes} (pass 1{' / later' if len(report.guess_bound) > 1 else ''}); "
-            "what knowing where a guess goes wrong would give.",
-            "",
-        ]
+    parts += lookup_bounds_text(report)
     if report.config.hog > 0:
         parts += [
             f"## Beside a CPU hog ({report.config.hog} busy-looping processes)",
