@@ -487,7 +487,8 @@ def lookup_bounds(model: Model, report: CompareReport) -> None:
     off = next((g for g in ours.grounded if g.label == "prompt lookup off"), None) if ours else None
     if not report.step_costs or off is None or off.errors:
         return
-    texts = off.texts()[: off.per_pass] if off.per_pass else off.texts()
+    every = off.texts()  # pass after pass
+    texts = every[: off.per_pass or len(every)]
     cases = [
         (
             model.tokenize(render_messages(model, grounded_messages(i))),
@@ -496,7 +497,7 @@ def lookup_bounds(model: Model, report: CompareReport) -> None:
         for i, text in enumerate(texts)
     ]
     report.lookup_bound = perfect_lookup_speedup(cases, report.step_costs)
-    passes = max(1, len(off.texts()) // max(1, len(cases)))
+    passes = len(every) // len(texts) if texts else 0
     report.guess_bound = cut_guess_speedup(cases, report.step_costs, passes)
 
 

@@ -395,14 +395,18 @@ class Engine:
                 self._kv.evict(slot)
                 self._attach(job, slot, 0)
 
+    def _prefilling(self) -> list[Job]:
+        """The running sequences with prompt tokens still to bring into their slot."""
+        return [
+            j
+            for j in self._active
+            if j.slot is not None and j.leader is None and len(j.slot.cached) < len(j.fill)
+        ]
+
     def _free_cells(self) -> int:
         """Cells nobody holds or is about to: the pool less every sequence's tokens (idle ones'
         included) and the prompt tokens running sequences have still to bring in."""
-        owed = sum(
-            len(j.fill) - len(j.slot.cached)
-            for j in self._active
-            if j.slot is not None and j.leader is None and len(j.slot.cached) < len(j.fill)
-        )
+        owed = sum(len(j.fill) - len(j.slot.cached) for j in self._prefilling())
         return self.n_cells - self._kv.held() - owed
 
     def _make_room(self, need: int, spare: Slot | None = None, keep: int = 0) -> bool:
@@ -532,10 +536,7 @@ class Engine:
         drafts: list[list[int]] = [[] for _ in generating]
         if budget <= 0:
             return drafts
-        prefilling = any(
-            j.leader is None and j.slot is not None and len(j.slot.cached) < len(j.fill)
-            for j in self._active
-        )
+        prefilling = bool(self._prefilling())
         planned: list[tuple[int, tuple[float, int]]] = []
         for i, job in enumerate(generating):
             forced = job.request.prompt_lookup is True
