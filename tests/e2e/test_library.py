@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -510,6 +511,29 @@ def test_keep_alive_per_request(short_lived: ServerProcess) -> None:
     assert wait_unloaded(base, "a.gguf")
     r = chat(base, "a", keep_alive="soon")
     assert r.status_code == 400 and r.json()["error"]["param"] == "keep_alive"
+
+
+@pytest.mark.slow
+def test_an_ollama_request_naming_no_keep_alive_sets_the_default_again(
+    short_lived: ServerProcess,
+) -> None:
+    """Ollama: each request sets its model's keep-alive, the default when it names none."""
+    base = short_lived.base_url
+
+    def generate(**extra: Any) -> httpx.Response:
+        body = {"model": "a", "prompt": "Hi", "stream": False, "options": {"num_predict": 1}}
+        return httpx.post(base + "/api/generate", json={**body, **extra}, timeout=120)
+
+    def expires_in() -> float:
+        (running,) = httpx.get(base + "/api/ps").json()["models"]
+        expires = datetime.fromisoformat(running["expires_at"])
+        return (expires - datetime.now(expires.tzinfo)).total_seconds()
+
+    assert generate(keep_alive=-1).status_code == 200
+    assert expires_in() > 50 * 365 * 86400  # forever
+    assert generate().status_code == 200  # names none: the server's 5 s again
+    assert 0 < expires_in() <= 5
+    assert wait_unloaded(base, "a.gguf")
 
 
 def test_offline_catalog_is_reported_not_an_error(short_lived: ServerProcess) -> None:

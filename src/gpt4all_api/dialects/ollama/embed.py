@@ -44,7 +44,8 @@ async def _vectors(
 
 async def _embedding_model(state: ServerState, name: str, keep_alive: Any) -> Loaded:
     entry = models.resolve(state, name)
-    return await state.registry.get(entry.id, keep_alive=parse_keep_alive(keep_alive))
+    asked = parse_keep_alive(keep_alive)
+    return await state.registry.get(entry.id, keep_alive=models.keep_alive(state, asked))
 
 
 @router.post("/api/embed")

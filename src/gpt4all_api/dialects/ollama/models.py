@@ -263,3 +263,9 @@ async def pull(body: ModelRequest, request: Request) -> Any:
     if body.stream is False:
         return {"status": "success"}
     return ndjson_response(_pull_frames(entry, frames))
+
+
+def keep_alive(state: ServerState, asked: float | None) -> float:
+    """As in Ollama, every request sets its model's keep-alive: one that names none sets the
+    server's default (so a request after `keep_alive: -1` or a deferred `0` starts it afresh)."""
+    return state.registry.keep_alive if asked is None else asked

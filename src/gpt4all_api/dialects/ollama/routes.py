@@ -70,7 +70,9 @@ async def _answer(
     if empty and plan.keep_alive == 0:
         await _unload(state, entry.id)
         return render.loaded(kind, name, "unload")
-    loaded = await state.registry.get(entry.id, keep_alive=plan.keep_alive)
+    loaded = await state.registry.get(
+        entry.id, keep_alive=models.keep_alive(state, plan.keep_alive)
+    )
     clock.loaded = time.monotonic()
     _check_num_ctx(t.num_ctx, loaded)
     if empty:  # nothing to generate: Ollama's way to load a model
