@@ -128,7 +128,7 @@ def rounds_table(report: CompareReport) -> str:
                 if ratios and name != ref_name
                 else "-"
             )
-            ttft = [t for lv in runs if (t := lv.ttft_p50) is not None]
+            ttft = report.round_ttfts(name, c)
             rows.append(
                 f"| {c} | {name} | {', '.join(f'{x:.1f}' for x in tps)} "
                 f"| {statistics.median(tps):.1f} | {spread} "
@@ -268,8 +268,12 @@ def targets(report: CompareReport) -> list[tuple[str, str, bool | None]]:
     def check(what: str, value: float | None, goal: float, fmt: str, *, most: bool = False) -> None:
         if value is None:
             out.append((what, "not measured", None))
-        else:
-            out.append((what, fmt.format(value), value <= goal if most else value >= goal))
+            return
+        met = value <= goal if most else value >= goal
+        text = fmt.format(value)
+        if not met and text == fmt.format(goal):  # a miss that rounds to the goal: one digit more
+            text = fmt.replace(".2f", ".3f").replace(".0%", ".1%").format(value)
+        out.append((what, text, met))
 
     for n, pct, times in ((1, 0.80, 1.5), (8, 0.85, 4.0)):
         a = ours.level(n) if ours else None
@@ -308,7 +312,16 @@ def targets(report: CompareReport) -> list[tuple[str, str, bool | None]]:
                 1.0,
                 "{:.2f}x",
             )
-    if ours is not None and ours.level(16) and ours.level(8):
+    rounds8, rounds16 = report.round_ttfts(OURS, 8), report.round_ttfts(OURS, 16)
+    if rounds8 and rounds16:  # interleaved rounds: their medians, as for tokens/s
+        check(
+            f"p50 TTFT at 16 clients <= 2x at 8 clients (medians of {report.config.rounds} rounds)",
+            statistics.median(rounds16) / statistics.median(rounds8),
+            2.0,
+            "{:.2f}x",
+            most=True,
+        )
+    elif ours is not None and ours.level(16) and ours.level(8):
         a8, a16 = ours.level(8), ours.level(16)
         check(
             "p50 TTFT at 16 clients <= 2x at 8 clients",

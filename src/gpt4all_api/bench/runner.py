@@ -350,6 +350,11 @@ class CompareReport:
     def raw_for(self, n_seq: int) -> RawResult | None:
         return next((r for r in self.raw if r.n_seq == n_seq), None)
 
+    def round_ttfts(self, name: str, clients: int) -> list[float]:
+        """`name`'s TTFT p50 at `clients` in each interleaved round that measured one."""
+        runs = self.interleaved.get(name, {}).get(clients, [])
+        return [t for lv in runs if (t := lv.ttft_p50) is not None]
+
     def round_ratios(self, name: str, reference: str, clients: int) -> list[float]:
         """`name`'s tokens/s over `reference`'s, round by round, at one level."""
         a = self.interleaved.get(name, {}).get(clients, [])
