@@ -260,61 +260,75 @@ def raw_table(report: CompareReport) -> str:
     return "\n".join(rows)
 
 
-def targets(report: CompareReport) -> list[tuple[str, str, bool | None]]:
-    """The performance targets: (what, measured, met?), None when not measured."""
-    ours, theirs = report.servers.get(OURS), report.servers.get(THEIRS)
-    out: list[tuple[str, str, bool | None]] = []
+class _Targets:
+    """The target lines as they are checked: (what, measured, met?), None when not measured."""
 
-    def check(what: str, value: float | None, goal: float, fmt: str, *, most: bool = False) -> None:
+    def __init__(self) -> None:
+        self.out: list[tuple[str, str, bool | None]] = []
+
+    def check(
+        self, what: str, value: float | None, goal: float, fmt: str, *, most: bool = False
+    ) -> None:
         if value is None:
-            out.append((what, "not measured", None))
+            self.out.append((what, "not measured", None))
             return
         met = value <= goal if most else value >= goal
         text = fmt.format(value)
         if not met and text == fmt.format(goal):  # a miss that rounds to the goal: one digit more
             text = fmt.replace(".2f", ".3f").replace(".0%", ".1%").format(value)
-        out.append((what, text, met))
+        self.out.append((what, text, met))
 
+
+def _raw_and_llama_cpp_python_targets(report: CompareReport, t: _Targets) -> None:
+    ours, theirs = report.servers.get(OURS), report.servers.get(THEIRS)
     for n, pct, times in ((1, 0.80, 1.5), (8, 0.85, 4.0)):
         a = ours.level(n) if ours else None
         b = theirs.level(n) if theirs else None
         raw = report.raw_for(n)
-        check(
+        t.check(
             f"{n} client(s): >= {pct:.0%} of raw {n}-sequence decode",
             a.tokens_per_s / raw.tokens_per_s if a and raw and raw.tokens_per_s else None,
             pct,
             "{:.0%}",
         )
-        check(
+        t.check(
             f"{n} client(s): >= {times}x {THEIRS}",
             a.tokens_per_s / b.tokens_per_s if a and b and b.tokens_per_s else None,
             times,
             "{:.2f}x",
         )
-    llama = report.servers.get(LLAMA_SERVER)
-    if llama is not None:
-        for n in report.config.levels:
-            if n not in (1, 8, 16, 32):
-                continue
-            ratios = report.round_ratios(OURS, LLAMA_SERVER, n)
-            if ratios:  # interleaved rounds: the median of the round-by-round ratios
-                check(
-                    f"{n} client(s): >= 1.0x {LLAMA_SERVER} (median of {len(ratios)} rounds)",
-                    statistics.median(ratios),
-                    1.0,
-                    "{:.2f}x",
-                )
-                continue
-            a, b = (ours.level(n) if ours else None), llama.level(n)
-            check(
-                f"{n} client(s): >= 1.0x {LLAMA_SERVER}",
-                a.tokens_per_s / b.tokens_per_s if a and b and b.tokens_per_s else None,
+
+
+def _llama_server_targets(report: CompareReport, t: _Targets) -> None:
+    ours, llama = report.servers.get(OURS), report.servers.get(LLAMA_SERVER)
+    if llama is None:
+        return
+    for n in report.config.levels:
+        if n not in (1, 8, 16, 32):
+            continue
+        ratios = report.round_ratios(OURS, LLAMA_SERVER, n)
+        if ratios:  # interleaved rounds: the median of the round-by-round ratios
+            t.check(
+                f"{n} client(s): >= 1.0x {LLAMA_SERVER} (median of {len(ratios)} rounds)",
+                statistics.median(ratios),
                 1.0,
                 "{:.2f}x",
             )
+            continue
+        a, b = (ours.level(n) if ours else None), llama.level(n)
+        t.check(
+            f"{n} client(s): >= 1.0x {LLAMA_SERVER}",
+            a.tokens_per_s / b.tokens_per_s if a and b and b.tokens_per_s else None,
+            1.0,
+            "{:.2f}x",
+        )
+
+
+def _ttft_16_target(report: CompareReport, t: _Targets) -> None:
+    ours = report.servers.get(OURS)
     rounds8, rounds16 = report.round_ttfts(OURS, 8), report.round_ttfts(OURS, 16)
     if rounds8 and rounds16:  # interleaved rounds: their medians, as for tokens/s
-        check(
+        t.check(
             f"p50 TTFT at 16 clients <= 2x at 8 clients (medians of {report.config.rounds} rounds)",
             statistics.median(rounds16) / statistics.median(rounds8),
             2.0,
@@ -323,35 +337,45 @@ def targets(report: CompareReport) -> list[tuple[str, str, bool | None]]:
         )
     elif ours is not None and ours.level(16) and ours.level(8):
         a8, a16 = ours.level(8), ours.level(16)
-        check(
+        t.check(
             "p50 TTFT at 16 clients <= 2x at 8 clients",
             a16.ttft_p50 / a8.ttft_p50 if a8.ttft_p50 and a16.ttft_p50 else None,  # type: ignore[union-attr]
             2.0,
             "{:.2f}x",
             most=True,
         )
-    if ours is not None and ours.grounded:
-        runs = {g.label: g for g in ours.grounded}
-        on, off = runs.get("prompt lookup on"), runs.get("prompt lookup off")
-        if on and off:
-            bound = report.lookup_bound
-            check(
-                "grounded workload: prompt lookup >= 1.8x tok/s of lookup off"
-                + ("" if bound is None else f" (here, were every draft right: {bound:.2f}x)"),
-                on.tokens_per_s / off.tokens_per_s if off.tokens_per_s else None,
-                1.8,
-                "{:.2f}x",
-            )
-            same = grounded_identical(report)
-            out.append(
-                (
-                    "grounded workload: greedy answers identical with lookup on and off",
-                    "-" if same is None else ("identical" if same else "differ"),
-                    same,
-                )
-            )
+
+
+def _grounded_targets(report: CompareReport, t: _Targets) -> None:
+    ours = report.servers.get(OURS)
+    if ours is None or not ours.grounded:
+        return
+    runs = {g.label: g for g in ours.grounded}
+    on, off = runs.get("prompt lookup on"), runs.get("prompt lookup off")
+    if not (on and off):
+        return
+    bound = report.lookup_bound
+    t.check(
+        "grounded workload: prompt lookup >= 1.8x tok/s of lookup off"
+        + ("" if bound is None else f" (here, were every draft right: {bound:.2f}x)"),
+        on.tokens_per_s / off.tokens_per_s if off.tokens_per_s else None,
+        1.8,
+        "{:.2f}x",
+    )
+    same = grounded_identical(report)
+    t.out.append(
+        (
+            "grounded workload: greedy answers identical with lookup on and off",
+            "-" if same is None else ("identical" if same else "differ"),
+            same,
+        )
+    )
+
+
+def _latency_and_memory_targets(report: CompareReport, t: _Targets) -> None:
+    ours, theirs = report.servers.get(OURS), report.servers.get(THEIRS)
     one, eight = (ours.level(1), ours.level(8)) if ours else (None, None)
-    check(
+    t.check(
         "p50 TTFT at 8 clients <= 3x at 1 client",
         eight.ttft_p50 / one.ttft_p50
         if one and eight and one.ttft_p50 and eight.ttft_p50
@@ -361,7 +385,7 @@ def targets(report: CompareReport) -> list[tuple[str, str, bool | None]]:
         most=True,
     )
     p = ours.prefix if ours else None
-    check(
+    t.check(
         "2nd-turn TTFT >= 3x lower than cold (prefix reuse)",
         p.speedup if p else None,
         3.0,
@@ -372,17 +396,27 @@ def targets(report: CompareReport) -> list[tuple[str, str, bool | None]]:
         ok = bool(reused) and all(
             c >= 0.9 * n for c, n in zip(reused, p.prompt_tokens, strict=False)
         )
-        out.append(("cached_tokens reports the reused history", ", ".join(map(str, reused)), ok))
+        t.out.append(("cached_tokens reports the reused history", ", ".join(map(str, reused)), ok))
     rss_a = ours.level(8).peak_rss_mb if ours and ours.level(8) else None  # type: ignore[union-attr]
     rss_b = theirs.level(8).peak_rss_mb if theirs and theirs.level(8) else None  # type: ignore[union-attr]
-    check(
+    t.check(
         "peak RSS at 8 clients <= 1.5x llama-cpp-python's",
         rss_a / rss_b if rss_a and rss_b else None,
         1.5,
         "{:.2f}x",
         most=True,
     )
-    return out
+
+
+def targets(report: CompareReport) -> list[tuple[str, str, bool | None]]:
+    """The performance targets: (what, measured, met?), None when not measured."""
+    t = _Targets()
+    _raw_and_llama_cpp_python_targets(report, t)
+    _llama_server_targets(report, t)
+    _ttft_16_target(report, t)
+    _grounded_targets(report, t)
+    _latency_and_memory_targets(report, t)
+    return t.out
 
 
 def targets_table(report: CompareReport) -> str:
