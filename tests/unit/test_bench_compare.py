@@ -291,3 +291,7 @@ def test_with_rounds_the_ttft_target_takes_their_medians_and_a_near_miss_shows_i
     )
     # 0.998x would print as the goal itself: one digit more says why it is a miss
     assert met["1 client(s): >= 1.0x llama-server (median of 3 rounds)"] == ("0.998x", False)
+    r.interleaved[OURS][1] = [level(1, 99.96, 0.1, 0)] * 3
+    r.interleaved[LLAMA_SERVER][1] = [level(1, 100.0, 0.1, 0)] * 3
+    met = {what: (value, ok) for what, value, ok in targets(r)}
+    assert met["1 client(s): >= 1.0x llama-server (median of 3 rounds)"] == ("0.9996x", False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -274,9 +275,16 @@ class _Targets:
             return
         met = value <= goal if most else value >= goal
         text = fmt.format(value)
-        if not met and text == fmt.format(goal):  # a miss that rounds to the goal: one digit more
-            text = fmt.replace(".2f", ".3f").replace(".0%", ".1%").format(value)
+        more = 0
+        while not met and text == _finer(fmt, more).format(goal) and more < 4:
+            more += 1  # a miss that rounds to the goal: digits until it does not
+            text = _finer(fmt, more).format(value)
         self.out.append((what, text, met))
+
+
+def _finer(fmt: str, more: int) -> str:
+    """`fmt` ("{:.2f}x", "{:.0%}") with `more` more digits."""
+    return re.sub(r"\.(\d+)([f%])", lambda m: f".{int(m[1]) + more}{m[2]}", fmt)
 
 
 def _raw_and_llama_cpp_python_targets(report: CompareReport, t: _Targets) -> None:
