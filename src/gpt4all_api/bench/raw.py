@@ -68,24 +68,32 @@ def step_costs(
     batch_size: int = 512,
     kv_types: tuple[str, str] = ("f16", "f16"),
     trials: int = 7,
+    context: int | None = None,
+    all_logits: bool = True,
 ) -> list[StepCost]:
     """Prompt-lookup speculation's ceiling on this machine: one sequence with a chat prompt in
     its KV, then `llama_decode` of k tokens after it (dropped again), `trials` times for each k.
-    A draft of k - 1 tokens all accepted gives k tokens for one step of k."""
+    A draft of k - 1 tokens all accepted gives k tokens for one step of k.
+
+    `context`: that many filler tokens in the KV instead of the chat prompt; `all_logits` False:
+    only the step's last token's logits (verifying a draft needs them all)."""
     n_batch = max(batch_size, max(sizes))
     ctx = _context(model, context_size, 1, n_batch, threads, kv_types, "the step costs")
     batch = lc.llama_batch_init(n_batch, 0, 1)
     sampler = lc.llama_sampler_init_greedy()
     mem = lc.llama_get_memory(ctx)
     try:
-        prompt = chat_prompt(model, 0)
+        if context is None:
+            prompt = chat_prompt(model, 0)
+        else:
+            prompt = [100 + (i * 7919) % (model.n_vocab - 200) for i in range(context)]
         first = _prefill(ctx, batch, 0, prompt, n_batch, sampler)
         out: list[StepCost] = []
         for k in sizes:
             times = []
             for _ in range(trials):
                 for j in range(k):
-                    _put(batch, j, first, len(prompt) + j, 0, True)
+                    _put(batch, j, first, len(prompt) + j, 0, all_logits or j == k - 1)
                 batch.n_tokens = k
                 start = time.perf_counter()
                 if lc.llama_decode(ctx, batch) != 0:
