@@ -227,11 +227,18 @@ def test_bm25_ranks_the_better_match_first(index: AnyIndex) -> None:
     ids = _with_docs(index)
     moon = [c.id for c in index.file_chunks("vs_1", ids["moon.md"])]
     tea = [c.id for c in index.file_chunks("vs_1", ids["tea.md"])]
-    assert index.bm25(["vs_1"], '"vault" OR "tea"', 10)[:1] in (moon[:1], tea[:1])
-    assert index.bm25(["vs_1"], '"brewing" OR "tea" OR "green"', 10)[0] == tea[0]
-    assert index.bm25(["vs_1"], '"stripes"', 10, [ids["tea.md"]]) == []
-    assert index.bm25(["vs_2"], '"stripes"', 10) == []
-    assert index.bm25(["vs_1"], '"zebras"', 1) == [index.file_chunks("vs_1", ids["zebra.md"])[0].id]
+
+    def ranked(*args: Any) -> list[int]:
+        scored = index.bm25(*args)
+        scores = [s for _, s in scored]
+        assert scores == sorted(scores, reverse=True) and all(s >= 0 for s in scores)
+        return [cid for cid, _ in scored]
+
+    assert ranked(["vs_1"], '"vault" OR "tea"', 10)[:1] in (moon[:1], tea[:1])
+    assert ranked(["vs_1"], '"brewing" OR "tea" OR "green"', 10)[0] == tea[0]
+    assert ranked(["vs_1"], '"stripes"', 10, [ids["tea.md"]]) == []
+    assert ranked(["vs_2"], '"stripes"', 10) == []
+    assert ranked(["vs_1"], '"zebras"', 1) == [index.file_chunks("vs_1", ids["zebra.md"])[0].id]
 
 
 def test_vectors_follow_changes(index: AnyIndex) -> None:

@@ -217,15 +217,17 @@ class Index(IndexSQL):
         match: str,
         limit: int,
         file_ids: Sequence[str] | None = None,
-    ) -> list[int]:
-        """Chunk ids best first by BM25 for an FTS5 `match` expression."""
+    ) -> list[tuple[int, float]]:
+        """(chunk id, BM25 score) best first for an FTS5 `match` expression; higher scores are
+        better (FTS5's `bm25()` is negated)."""
         where, args = _chunks_of(store_ids, file_ids)
         rows = self._all(
-            "SELECT f.rowid AS id FROM chunks_fts f JOIN chunks c ON c.id = f.rowid "
-            f"WHERE chunks_fts MATCH ? AND {where} ORDER BY bm25(chunks_fts) LIMIT ?",
+            "SELECT f.rowid AS id, -bm25(chunks_fts) AS score FROM chunks_fts f "
+            f"JOIN chunks c ON c.id = f.rowid WHERE chunks_fts MATCH ? AND {where} "
+            "ORDER BY bm25(chunks_fts) LIMIT ?",
             (match, *args, limit),
         )
-        return [r["id"] for r in rows]
+        return [(r["id"], r["score"]) for r in rows]
 
     def vectors(
         self, store_ids: Sequence[str], file_ids: Sequence[str] | None = None

@@ -269,19 +269,20 @@ class PostgresIndex(IndexSQL):
         match: str,
         limit: int,
         file_ids: Sequence[str] | None = None,
-    ) -> list[int]:
-        """Chunk ids best first for an FTS5 `match` expression of quoted words (as
-        `search.fts_query` writes it): any of the words, ranked by `ts_rank` (term frequency,
+    ) -> list[tuple[int, float]]:
+        """(chunk id, score) best first for an FTS5 `match` expression of quoted words (as
+        `search.fts_query` writes it): any of the words, scored by `ts_rank` (term frequency,
         normalised by the chunk's length; higher first), in place of BM25."""
         words = [w.replace('""', '"') for w in _QUOTED.findall(match)] or [match]
         query = " || ".join(["plainto_tsquery('english', %s)"] * len(words))
         where, args = _chunks_of(store_ids, file_ids)
         rows = self._all(
-            f"SELECT c.id FROM {CHUNKS} c, (SELECT {query} AS q) w "
-            f"WHERE c.tsv @@ w.q AND {where} ORDER BY ts_rank(c.tsv, w.q, 1) DESC, c.id LIMIT %s",
+            f"SELECT c.id, ts_rank(c.tsv, w.q, 1) AS score FROM {CHUNKS} c, "
+            f"(SELECT {query} AS q) w WHERE c.tsv @@ w.q AND {where} "
+            "ORDER BY score DESC, c.id LIMIT %s",
             (*words, *args, limit),
         )
-        return [r["id"] for r in rows]
+        return [(r["id"], float(r["score"])) for r in rows]
 
     def vectors(
         self, store_ids: Sequence[str], file_ids: Sequence[str] | None = None
