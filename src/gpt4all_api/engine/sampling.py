@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import llama_cpp as lc
 import numpy as np
 
+from .json_keys import KeyGuard
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -85,8 +87,15 @@ class SamplerChain:
     as llama.cpp's greedy sampler does) instead of building the candidate array.
     """
 
-    def __init__(self, params: SamplingParams, vocab: lc.llama_vocab_p, n_vocab: int):
+    def __init__(
+        self,
+        params: SamplingParams,
+        vocab: lc.llama_vocab_p,
+        n_vocab: int,
+        keys: KeyGuard | None = None,
+    ):
         self.params = params
+        self._keys = keys  # with a JSON grammar: bans closing a key its object already has
         self.n_vocab = n_vocab
         chain_params = lc.llama_sampler_chain_default_params()
         chain_params.no_perf = True
@@ -145,27 +154,38 @@ class SamplerChain:
         """A token that was not sampled here (written by the server) goes on like a sampled one."""
         lc.llama_sampler_accept(self.ptr, token)
         self._remember(token)
+        if self._keys is not None:
+            self._keys.feed(token)
 
     def sample(self, ctx: lc.llama_context_p, index: int) -> int:
         """Sample (and accept) the next token from the logits at batch position `index`."""
-        if len(self._bias_ids) or self._counts:
-            token = self._sample_shifted(ctx, index)
+        banned = self._keys.banned() if self._keys is not None else None
+        if len(self._bias_ids) or self._counts or (banned is not None and len(banned)):
+            token = self._sample_shifted(ctx, index, banned)
         else:
             token = self._pick(ctx, index)
         self._remember(token)
+        if self._keys is not None:
+            self._keys.feed(token)
         return token
 
-    def _sample_shifted(self, ctx: lc.llama_context_p, index: int) -> int:
-        """`_pick` with the bias and penalties on the logits they touch, put back after."""
+    def _sample_shifted(
+        self, ctx: lc.llama_context_p, index: int, banned: np.ndarray | None = None
+    ) -> int:
+        """`_pick` with the bias and penalties on the logits they touch, and the `banned`
+        tokens at -inf, put back after."""
         row = logits_row(ctx, index, self.n_vocab)
         ids = np.array(list(self._counts), dtype=np.intp)
-        touched = np.concatenate((self._bias_ids, ids))
+        parts = (self._bias_ids, ids) if banned is None else (self._bias_ids, ids, banned)
+        touched = np.concatenate(parts)
         saved = row.take(touched)
         try:
             row[self._bias_ids] += self._bias
             if len(ids):
                 counts = np.array(list(self._counts.values()))
                 row.put(ids, penalized(row.take(ids), counts, self.params))
+            if banned is not None:
+                row[banned] = -np.inf
             return self._pick(ctx, index, row)
         finally:
             row.put(touched, saved)

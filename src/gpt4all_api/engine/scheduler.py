@@ -32,6 +32,7 @@ from ..errors import APIError, EngineError, InvalidRequest, Overloaded
 from . import kv_pages, llama_log
 from .cores import CoreShare
 from .drafting import PRIOR_SLOPE, DraftOdds, StepCost, plan_drafts
+from .json_keys import KeyGuard, QuoteTable
 from .logprobs import LogprobReader
 from .lookup import PromptLookup, SharedNgrams
 from .model import Model, kv_cache_types
@@ -129,6 +130,7 @@ class Engine:
         self._admitted = 0
         self._step_cost = StepCost()  # what a step of generation costs, by its tokens
         self._odds = DraftOdds()  # how often each kind of draft is right
+        self._quotes: QuoteTable | None = None  # built for the first JSON grammar
         shared = config.prompt_lookup and config.prompt_lookup_shared
         self._ngrams = SharedNgrams() if shared else None  # every sequence's long n-grams
         cores = CoreShare(config.threads) if config.share_cores else None
@@ -328,8 +330,13 @@ class Engine:
         self._waiting.append(group)
 
     def _chain(self, sampling: SamplingParams, prompt: list[int]) -> SamplerChain:
+        keys = None
+        if sampling.grammar is not None:  # every grammar here writes JSON
+            if self._quotes is None:
+                self._quotes = QuoteTable(self.model.token_bytes, self.model.n_vocab)
+            keys = KeyGuard(self._quotes)
         try:
-            chain = SamplerChain(sampling, self.model.vocab, self.model.n_vocab)
+            chain = SamplerChain(sampling, self.model.vocab, self.model.n_vocab, keys)
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="response_format") from exc
         if sampling.uses_penalties:
