@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from conftest import HTTP
+from conftest import HTTP, ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -248,3 +248,52 @@ def test_structured_output_always_parses(base_url: str, case: str) -> None:
     assert not tally.invalid, tally.line(case) + "\n" + "\n".join(tally.invalid)
     # the property means something only if most answers finish within the budget
     assert tally.valid >= SEEDS // 2, tally.line(case)
+
+
+def _top_level_keys(text: str) -> list[str]:
+    """The keys of a JSON object's outer level, in order, whether the text is whole or cut:
+    each string at depth 1 followed by a colon."""
+    keys: list[str] = []
+    depth, i = 0, 0
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            end = i + 1
+            while end < len(text) and text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            rest = text[end + 1 :].lstrip()
+            if depth == 1 and end < len(text) and rest.startswith(":"):
+                keys.append(json.loads(text[i : end + 1]))
+            i = end + 1
+            continue
+        depth += c in "{["
+        depth -= c in "}]"
+        i += 1
+    return keys
+
+
+def test_an_object_never_names_a_key_twice_even_when_the_model_wants_to(
+    server: ServerProcess,
+) -> None:
+    """Pushed toward writing `"name": "...", ` again and again (by `logit_bias`), the model
+    names the key "name" over and over when nothing stops it (seen with the server's key check
+    turned off: `{"name": "Felicia", "age": "12", "name": "Luna", "name": "Mia", ...`). The
+    grammar alone cannot stop it; the server makes it write new keys instead."""
+    r = HTTP.post(server.base_url + "/tokenize", json={"model": M, "content": '", "name": "'})
+    bias = {str(t): 8 for t in r.json()["tokens"]}
+    r = HTTP.post(
+        server.base_url + "/v1/chat/completions",
+        json={
+            "model": M,
+            "messages": _ask("Give me JSON about a cat."),
+            "response_format": {"type": "json_object"},
+            "logit_bias": bias,
+            "temperature": 0,
+            "max_tokens": 60,
+        },
+    )
+    assert r.status_code == 200, r.text
+    text = r.json()["choices"][0]["message"]["content"]
+    keys = _top_level_keys(text)
+    assert len(keys) >= 4 and sum(k.startswith("name") for k in keys) >= 3, text  # it wanted to
+    assert len(keys) == len(set(keys)), text
