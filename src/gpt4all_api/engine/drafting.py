@@ -3,22 +3,26 @@
 A drafted token costs compute whether or not the model agrees with it, and pays only when it
 does. Two things are measured as the engine runs, and each step's drafts are chosen from them:
 
-- `StepCost`: what a step of generation costs as a line in its tokens, seconds = a + b * n,
-  fit from the steps the engine ran. On a GPU, or with a model too big for the memory bus,
-  b is small against a and drafts are nearly free; with a small model on two CPU cores a step
-  of 9 tokens costs about 4.5 steps of one, and only drafts nearly sure to be right pay.
+- `StepCost`: what one pass of `llama_decode` costs as a line in its tokens, seconds = a + b *
+  n, fit from the steps the engine ran in one pass. With a KV stream per sequence (the default),
+  llama.cpp runs a step whose sequences carry different numbers of tokens in several passes
+  (`passes`): a drafted token beside other sequences costs a + b, not b. On a GPU, or with a
+  model too big for the memory bus, b is small against a and drafts are nearly free; with a
+  small model on two CPU cores a step of 9 tokens costs about 4.5 steps of one, and only drafts
+  nearly sure to be right pay.
 - `DraftOdds`: how often a drafted token is right given the one before it was, for each kind
   of draft: where it came from (a long match in the engine's shared table, or the sequence's
   own 4-, 3- or 2-token n-gram) and how many of this sequence's drafts in a row were right all
   along (a sequence copying its prompt keeps copying; a chat answer that matched a 2-gram once
   rarely goes on). The i-th token of a draft is right with odds p**i.
 
-`plan_drafts` then adds drafted tokens to the step, the likeliest first over all sequences,
-while each raises the expected tokens per second of the step: a token with odds q is worth its
-cost b when q > b * (expected tokens) / (step seconds). One client and an answer copying its
-prompt: long drafts. Sixteen clients on two cores: the step already has 16 tokens, so only
-drafts nearly sure to be right go in. Kinds of draft whose odds are below the bar are still
-tried, one token, every `explore_every`-th time, so the odds follow the workload.
+`plan_drafts` then lines up the drafted tokens, the likeliest first over all sequences, and
+takes as many as give the step the most expected tokens per second. In one pass, a token with
+odds q is worth its cost b when q > b * (expected tokens) / (step seconds). One client and an
+answer copying its prompt: long drafts. Sixteen clients on two cores: the step already has 16
+tokens, so only drafts nearly sure to be right go in. Kinds of draft whose odds are below the
+bar are still tried, one token, every `explore_every`-th time, so the odds follow the workload
+(only where the step is one pass: beside other sequences such a token would cost a pass).
 """
 
 from __future__ import annotations
@@ -124,30 +128,79 @@ class DraftOdds:
         return below % self.explore_every == 0
 
 
+def passes(seq_ids: list[int], tokens: list[int]) -> list[int]:
+    """The tokens in each pass llama.cpp makes of a step holding `tokens[i]` tokens of sequence
+    `seq_ids[i]`, in batch order, when each sequence has its own KV stream (`split_equal`,
+    sequential): a pass takes the first sequence with tokens left and each next one whose id
+    follows the last taken, and from each of them as many tokens as the shortest has left.
+    Eight sequences with ids 0-7, drafts of 2 and 3 tokens on sequences 0 and 1: passes of 8, 4
+    and 1 tokens; on sequences 0 and 2: 8, 2 and 3."""
+    left = list(tokens)
+    out: list[int] = []
+    while True:
+        chosen: list[int] = []
+        last = None
+        for i, n in enumerate(left):
+            if n and (last is None or seq_ids[i] == last + 1):
+                chosen.append(i)
+                last = seq_ids[i]
+        if not chosen:
+            return out
+        k = min(left[i] for i in chosen)
+        for i in chosen:
+            left[i] -= k
+        out.append(k * len(chosen))
+
+
 def plan_drafts(
-    candidates: list[tuple[float, int]], base: int, cost: tuple[float, float], budget: int
+    candidates: list[tuple[float, int]],
+    base: int,
+    cost: tuple[float, float],
+    budget: int,
+    seq_ids: list[int] | None = None,
 ) -> list[int]:
     """How many tokens of each candidate draft to put in a step of `base` generated tokens.
 
     `candidates` holds (odds each token is right given the one before, tokens available) per
-    sequence; `cost` is the step's (a, b) line; at most `budget` drafted tokens in all. Tokens
-    are taken likeliest first (the i-th of a draft is right with odds p**i) while each raises
-    the step's expected tokens per second."""
+    sequence; `cost` is the (a, b) line of one pass of `llama_decode` over n tokens; at most
+    `budget` drafted tokens in all. The drafted tokens are lined up likeliest first (the i-th
+    of a draft is right with odds p**i), and the step takes the first k of them for the k that
+    gives the most expected tokens per second.
+
+    `seq_ids`: each sequence has its own KV stream, so llama.cpp splits the step into `passes`,
+    each costing `a` more; `candidates` then has every generating sequence (no draft: (0, 0)),
+    in batch order, with these ids. A drafted token beside other sequences goes in a pass of
+    its own; drafts of the same length share one only when their sequences' ids follow each
+    other. Without `seq_ids` (or with one sequence) the step is one pass."""
     a, b = cost
+    split = seq_ids is not None and len(seq_ids) > 1
     take = [0] * len(candidates)
-    expected, seconds = float(base), a + b * base
+
+    def seconds() -> float:
+        if not split:
+            return a + b * (base + sum(take))
+        assert seq_ids is not None
+        runs = passes(seq_ids, [1 + t for t in take])
+        return a * len(runs) + b * sum(runs)
+
+    expected = float(base)
+    best, best_rate = 0, expected / seconds()
+    order: list[int] = []
     heap = [(-p, i) for i, (p, n) in enumerate(candidates) if n > 0 and p > 0]
     heapq.heapify(heap)
-    while heap and budget > 0:
+    while heap and len(order) < budget:
         q, i = heapq.heappop(heap)
         q = -q
-        if q * seconds <= b * expected:  # the likeliest token left lowers tokens per second
-            break
-        expected += q
-        seconds += b
-        budget -= 1
         take[i] += 1
+        order.append(i)
+        expected += q
+        rate = expected / seconds()
+        if rate > best_rate:
+            best, best_rate = len(order), rate
         p, n = candidates[i]
         if take[i] < n:
             heapq.heappush(heap, (-(q * p), i))
+    take = [0] * len(candidates)
+    for i in order[:best]:
+        take[i] += 1
     return take

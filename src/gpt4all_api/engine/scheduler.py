@@ -504,7 +504,10 @@ class Engine:
         took = time.perf_counter() - started
         if self._cores is not None:
             self._cores.record(n, took)
-        if generating and n == generation_only:
+        # the line is one pass's: with the KV apart, steps of several sequences with drafts
+        # took several passes
+        one_pass = self.unified or len(generating) == 1 or generation_only == len(generating)
+        if generating and n == generation_only and one_pass:
             self._step_cost.record(n, decoded)
 
     def _put_generation(self, generating: list[Job]) -> int:
@@ -565,12 +568,20 @@ class Engine:
         if not planned:
             return drafts
         cost = self._step_cost.line() or (1 - PRIOR_SLOPE, PRIOR_SLOPE)
-        taken = plan_drafts([c for _, c in planned], len(generating), cost, budget)
+        candidates = [(0.0, 0)] * len(generating)
+        for i, c in planned:
+            candidates[i] = c
+        # with a KV stream per sequence, llama.cpp puts drafted tokens in passes of their own
+        split = not self.unified and len(generating) > 1
+        seq_ids = [job.slot.seq_id for job in generating] if split else None
+        taken = plan_drafts(candidates, len(generating), cost, budget, seq_ids)
         spare = budget - sum(taken)
-        for (i, _), k in zip(planned, taken, strict=True):
-            job = generating[i]
-            if k == 0 and spare > 0 and self._odds.explore(job.lookup.kind):
-                k, spare = 1, spare - 1  # below the bar: one token now and then keeps it measured
+        for i, _ in planned:
+            job, k = generating[i], taken[i]
+            # below the bar: one token now and then keeps the kind measured, where it costs a
+            # token and not a pass of its own (the odds are shared by all sequences)
+            if k == 0 and spare > 0 and not split and self._odds.explore(job.lookup.kind):
+                k, spare = 1, spare - 1
             drafts[i] = drafts[i][:k]
         return drafts
 
