@@ -33,17 +33,43 @@ def test_the_index_follows_new_tokens() -> None:
     assert look.draft(2) == [3, 4]
 
 
-def test_a_draft_tells_its_kind_and_whole_drafts_in_a_row_make_a_streak() -> None:
+def test_each_guess_is_checked_against_what_the_model_generated_drafted_or_not() -> None:
     look = PromptLookup(draft_max=8, tokens=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2])
-    assert len(look.draft(16)) == 8
-    assert look.kind == (2, 0)  # a 2-gram's match, no draft before it
-    look.settle(8, 8)
-    look.settle(3, 3)
-    look.settle(4, 4)
-    assert look.streak == 2  # counted up to 2
-    look.settle(8, 2)  # a wrong token ends the streak
-    assert look.streak == 0
-    assert (look.drafted, look.accepted) == (23, 17)
+    assert look.draft(16) == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert (look.source, look.run) == (2, 0)  # a 2-gram's match, no right guess before it
+    # none of it drafted; the model generated 3, the guess's first token: a run of one
+    look.extend([3])
+    assert look.settle(0, 0, following=3) == (1, False)
+    assert look.run == 1
+    # four drafted, all taken, and the token after them right too: the run is six
+    assert look.draft(16) == [4, 5, 6, 7, 8, 9, 10, 11]
+    look.extend([4, 5, 6, 7, 8])
+    assert look.settle(4, 4, following=8) == (5, False)
+    assert look.run == 6
+    # two of four taken: the third was wrong, and the run starts again
+    look.draft(16)
+    look.extend([9, 10, 99])
+    assert look.settle(4, 2, following=99) == (2, True)
+    assert look.run == 0
+    assert (look.drafted, look.accepted) == (8, 6)  # what went in a step, not the checks
+
+
+def test_a_run_is_broken_by_tokens_no_guess_was_checked_against() -> None:
+    look = PromptLookup(draft_max=4, tokens=[1, 2, 3, 4, 5, 6, 1, 2])
+    look.draft(4)
+    look.extend([3])
+    look.settle(0, 0, following=3)
+    assert look.run == 1
+    look.extend([4])  # a step without a guess (a prompt waited to be read)
+    assert look.draft(4) == [5, 6, 1, 2]
+    assert look.run == 0
+    # the answer ended: the guess's tokens after the taken ones were not needed, not wrong
+    look.extend([5])
+    assert look.settle(3, 1, following=None) == (1, False)
+    # no match at all: no guess, and the run is over
+    look = PromptLookup(tokens=[1, 2, 3])
+    look.run = 5
+    assert look.draft(4) == [] and look.run == 0
 
 
 # -- how much of each draft goes in a step (drafting.py) ---------------------------------------
@@ -68,21 +94,25 @@ def test_the_step_cost_is_a_line_fit_through_the_widths_timed() -> None:
     assert abs(b - 0.006) < 0.0006 and abs(a + 9 * b - 0.058) < 0.003
 
 
-def test_the_odds_of_a_kind_follow_what_the_model_accepted() -> None:
+def test_the_odds_follow_the_source_and_the_run_before_a_token() -> None:
     from gpt4all_api.engine.drafting import DraftOdds
 
     odds = DraftOdds()
-    assert odds.odds((2, 0)) < 0.5 < odds.odds((16, 0))  # before any: short matches are weak
+    # before any check: short matches are weak, long ones and long runs strong
+    assert odds.odds(2, 0, 1)[0] < 0.5 < odds.odds(16, 0, 1)[0]
+    assert odds.odds(2, 0, 1)[0] < odds.odds(2, 40, 1)[0]
     for _ in range(50):
-        odds.record((2, 0), drafted=4, accepted=0, ended=False)  # always wrong at once
-        odds.record((16, 2), drafted=16, accepted=16, ended=False)  # always right
-    assert odds.odds((2, 0)) < 0.05
-    assert odds.odds((16, 2)) > 0.99
-    before = odds.odds((4, 1))
-    odds.record((4, 1), drafted=4, accepted=2, ended=True)  # the answer ended inside the draft
-    assert odds.odds((4, 1)) > before  # two right, none wrong
-    tried = [odds.explore((2, 0)) for _ in range(64)]
-    assert tried.count(True) == 2  # a kind below the bar is tried every 32nd time
+        odds.record(2, 0, right=0, wrong=True)  # a 2-gram's guess with no run: wrong at once
+        odds.record(4, 0, right=30, wrong=False)  # a 4-gram's: right all along
+    assert odds.odds(2, 0, 1)[0] < 0.05
+    # a token's odds are its run's: the tokens of one guess climb through the buckets
+    climbing = odds.odds(4, 0, 16)
+    assert all(q > 0.99 for q in climbing)
+    assert odds.odds(4, 40, 1)[0] < 0.99  # runs of 33 and more were never checked: the prior
+    before = odds.odds(3, 0, 3)
+    odds.record(3, 0, right=2, wrong=False)  # the answer ended after two right ones
+    after = odds.odds(3, 0, 3)
+    assert after[0] > before[0] and after[1] > before[1] and after[2] == before[2]
 
 
 def test_a_step_takes_the_drafted_tokens_that_raise_its_tokens_per_second() -> None:
@@ -90,19 +120,23 @@ def test_a_step_takes_the_drafted_tokens_that_raise_its_tokens_per_second() -> N
 
     cpu = (0.5, 0.5)  # a token costs half a one-token step
     # one sequence: the i-th token is right with odds p**i; tokens go in while q > b*E/T
-    assert plan_drafts([(0.999, 16)], 1, cpu, 64) == [16]
-    assert plan_drafts([(0.99, 32)], 1, cpu, 64) == [13]
-    assert plan_drafts([(0.9, 16)], 1, cpu, 64) == [3]
-    assert plan_drafts([(0.4, 16)], 1, cpu, 64) == [0]  # a 2-gram guess costs more than it gives
-    assert plan_drafts([(0.99, 16)], 1, cpu, 5) == [5]  # at most the budget
+    assert plan_drafts([[0.999] * 16], 1, cpu, 64) == [16]
+    assert plan_drafts([[0.99] * 32], 1, cpu, 64) == [13]
+    assert plan_drafts([[0.9] * 16], 1, cpu, 64) == [3]
+    assert plan_drafts([[0.4] * 16], 1, cpu, 64) == [0]  # a 2-gram guess costs more than it gives
+    assert plan_drafts([[0.99] * 16], 1, cpu, 5) == [5]  # at most the budget
     # sixteen sequences: the step already yields 16 tokens for 8.5, only sure tokens pay
-    assert plan_drafts([(0.9, 16)] * 16, 16, cpu, 64) == [0] * 16
-    assert sum(plan_drafts([(0.99, 16)] * 16, 16, cpu, 64)) > 0
+    assert plan_drafts([[0.9] * 16] * 16, 16, cpu, 64) == [0] * 16
+    assert sum(plan_drafts([[0.99] * 16] * 16, 16, cpu, 64)) > 0
     # the likeliest go first: a copying sequence's before a weaker one's
-    taken = plan_drafts([(0.6, 8), (0.98, 8)], 1, cpu, 64)
+    taken = plan_drafts([[0.6] * 8, [0.98] * 8], 1, cpu, 64)
     assert taken[1] == 8 and taken[0] < 2
     # where tokens cost little (a GPU), weaker drafts pay too
-    assert plan_drafts([(0.4, 16)], 1, (1.0, 0.02), 64) == [3]
+    assert plan_drafts([[0.4] * 16], 1, (1.0, 0.02), 64) == [3]
+    # each token has its own odds: a doubtful first one before a sure run takes the run along,
+    # and a doubtful one after a sure start ends the draft
+    assert plan_drafts([[0.7] + [0.999] * 15], 1, cpu, 64) == [16]
+    assert plan_drafts([[0.999] * 4 + [0.3] * 12], 1, cpu, 64) == [4]
 
 
 def test_passes_split_a_step_as_llama_cpp_does_with_the_kv_kept_apart() -> None:
@@ -125,22 +159,22 @@ def test_with_kv_kept_apart_a_draft_pays_for_the_passes_it_adds() -> None:
 
     cpu = (0.37, 0.63)  # one pass of n tokens: 0.37 + 0.63 n single steps (the Q4_1 model)
     ids = list(range(8))
-    idle = [(0.0, 0)] * 6
+    idle: list[list[float]] = [[]] * 6
     # counted as in the one pass, a likely token pays: 8.95 tokens for 6.04 against 8 for 5.41
-    assert plan_drafts([(0.95, 4), (0.0, 0), *idle], 8, cpu, 8) == [1] + [0] * 7
+    assert plan_drafts([[0.95] * 4, [], *idle], 8, cpu, 8) == [1] + [0] * 7
     # in a pass of its own it costs 1.0 more, not 0.63: it lowers tokens per second
-    assert plan_drafts([(0.95, 4), (0.0, 0), *idle], 8, cpu, 8, ids) == [0] * 8
+    assert plan_drafts([[0.95] * 4, [], *idle], 8, cpu, 8, ids) == [0] * 8
     # a sure draft of 16 fills its pass, and pays: 23.9 tokens for 15.9
-    assert plan_drafts([(0.999, 16), (0.0, 0), *idle], 8, cpu, 16, ids) == [16] + [0] * 7
+    assert plan_drafts([[0.999] * 16, [], *idle], 8, cpu, 16, ids) == [16] + [0] * 7
     # as do two sure drafts of 8 on sequences whose ids follow each other: they share a pass
-    assert plan_drafts([(0.999, 8), (0.999, 8), *idle], 8, cpu, 16, ids) == [8, 8] + [0] * 6
+    assert plan_drafts([[0.999] * 8, [0.999] * 8, *idle], 8, cpu, 16, ids) == [8, 8] + [0] * 6
     # not on sequences 0 and 2: two passes, 23.9 tokens for 16.2; one alone, 16.0 for 10.8
-    apart = plan_drafts([(0.999, 8), (0.0, 0), (0.999, 8), *idle[1:]], 8, cpu, 16, ids)
+    apart = plan_drafts([[0.999] * 8, [], [0.999] * 8, *idle[1:]], 8, cpu, 16, ids)
     assert apart == [0] * 8
     # one sequence: its drafted tokens are in its one pass, the ids change nothing
     for odds in (0.6, 0.9, 0.99):
-        alone = plan_drafts([(odds, 16)], 1, cpu, 64)
-        assert plan_drafts([(odds, 16)], 1, cpu, 64, [3]) == alone
+        alone = plan_drafts([[odds] * 16], 1, cpu, 64)
+        assert plan_drafts([[odds] * 16], 1, cpu, 64, [3]) == alone
 
 
 # -- the table shared by all sequences ---------------------------------------------------------
@@ -196,3 +230,20 @@ def test_a_prompt_and_single_tokens_fill_the_table_alike() -> None:
     assert np.array_equal(whole._keys_np, one_by_one._keys_np)
     assert np.array_equal(whole._next_np, one_by_one._next_np)
     assert whole.chain(tokens[:100], 8) == tokens[100:108]
+
+
+def test_where_no_draft_can_pay_the_lookups_are_skipped() -> None:
+    from gpt4all_api.engine.drafting import can_pay, plan_drafts
+
+    # one pass: a likely enough token always pays
+    assert can_pay(1, 16, split=False) and can_pay(16, 1, split=False)
+    # passes of their own: only more drafted tokens than the step has sequences can pay
+    assert can_pay(8, 9, split=True)
+    assert not can_pay(9, 8, split=True) and not can_pay(16, 1, split=True)
+    # and the plan agrees, even for drafts sure to be right, whatever the cost line
+    for cost in ((0.37, 0.63), (0.9, 0.1), (0.05, 0.95)):
+        for n in (9, 12, 16):
+            ids = list(range(n))
+            sure = [[0.9999] * 16] * n
+            assert plan_drafts(sure, n, cost, 17 - n, ids) == [0] * n
+        assert sum(plan_drafts([[0.9999] * 16] * 4, 4, cost, 13, [0, 1, 2, 3])) > 0

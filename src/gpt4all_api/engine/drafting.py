@@ -10,34 +10,43 @@ does. Two things are measured as the engine runs, and each step's drafts are cho
   model too big for the memory bus, b is small against a and drafts are nearly free; with a
   small model on two CPU cores a step of 9 tokens costs about 4.5 steps of one, and only drafts
   nearly sure to be right pay.
-- `DraftOdds`: how often a drafted token is right given the one before it was, for each kind
-  of draft: where it came from (a long match in the engine's shared table, or the sequence's
-  own 4-, 3- or 2-token n-gram) and how many of this sequence's drafts in a row were right all
-  along (a sequence copying its prompt keeps copying; a chat answer that matched a 2-gram once
-  rarely goes on). The i-th token of a draft is right with odds p**i.
+- `DraftOdds`: how often a guessed token is right given the ones before it were, by where the
+  guess came from (a long match in the engine's shared table, or the sequence's own 4-, 3- or
+  2-token n-gram) and by the sequence's run: how many tokens in a row its guesses were right
+  before this one (a sequence copying its prompt for 20 tokens keeps copying; a chat answer
+  whose 2-gram guess was right once rarely goes on). Every step checks a sequence's guess
+  against what the model generated, drafted or not (`PromptLookup.settle`), so the odds of a
+  kind of guess are measured even while none of it goes in a step.
 
-`plan_drafts` then lines up the drafted tokens, the likeliest first over all sequences, and
-takes as many as give the step the most expected tokens per second. In one pass, a token with
-odds q is worth its cost b when q > b * (expected tokens) / (step seconds). One client and an
-answer copying its prompt: long drafts. Sixteen clients on two cores: the step already has 16
-tokens, so only drafts nearly sure to be right go in. Kinds of draft whose odds are below the
-bar are still tried, one token, every `explore_every`-th time, so the odds follow the workload
-(only where the step is one pass: beside other sequences such a token would cost a pass).
+`plan_drafts` then lines up the guessed tokens, the likeliest first over all sequences, and
+takes as many as give the step the most expected tokens per second. In one pass, a token right
+with odds q is worth its cost b when q > b * (expected tokens) / (step seconds). One client and
+an answer copying its prompt: long drafts. Sixteen clients on two cores: the step already has 16
+tokens, so only drafts nearly sure to be right go in.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 #: A step of n tokens costs (1 - SLOPE) + SLOPE * n steps of one until two widths were timed
 #: (measured on two CPU cores with a small model: a step of 9 tokens costs about 4.5).
 PRIOR_SLOPE = 0.5
 
-#: The odds a drafted token is right (given the one before it was) before any was verified,
-#: by the length of the match it came from (the shared table's matches are long).
+#: The odds a guessed token is right (given the ones before it were) before any was checked,
+#: by the length of the match it came from (the shared table's matches are long), for a run of
+#: 0; each bucket of longer runs adds `PRIOR_RUN`, up to `PRIOR_TOP`.
 PRIOR_ODDS = {2: 0.4, 3: 0.5, 4: 0.6}
 PRIOR_LONG = 0.9
+PRIOR_RUN = 0.05
+PRIOR_TOP = 0.95
+
+#: Where the buckets of a run's length start: runs of 0, 1, 2, 3, 4-5, 6-8, 9-12, 13-20, 21-32
+#: and 33+ tokens have odds of their own.
+RUN_EDGES = (1, 2, 3, 4, 6, 9, 13, 21, 33)
 
 
 @dataclass
@@ -95,37 +104,42 @@ class StepCost:
 
 @dataclass
 class DraftOdds:
-    """The odds each kind of drafted token is right given the one before it was: right
-    tokens against first wrong ones (the tokens after a wrong one are never checked), each
-    kind's counts decaying by `decay` per verified draft so they follow the workload."""
+    """The odds a guessed token is right given the ones before it were, for each source (the
+    length of the guess's match: 16 for the shared table, else 4, 3 or 2) and bucket of the run
+    before it (`RUN_EDGES`): right tokens against wrong ones, each bucket's counts decaying by
+    `decay` per token checked so they follow the workload."""
 
     decay: float = 0.98
-    explore_every: int = 32
     _counts: dict[tuple[int, int], list[float]] = field(default_factory=dict)
-    _below: dict[tuple[int, int], int] = field(default_factory=dict)
 
-    def _of(self, kind: tuple[int, int]) -> list[float]:
-        counts = self._counts.get(kind)
+    def _of(self, source: int, run: int) -> list[float]:
+        key = (source, bisect.bisect_right(RUN_EDGES, run))
+        counts = self._counts.get(key)
         if counts is None:
-            p = PRIOR_ODDS.get(kind[0], PRIOR_LONG)
-            counts = self._counts[kind] = [2 * p, 2 * (1 - p)]  # worth two drafts
+            p = min(PRIOR_TOP, PRIOR_ODDS.get(source, PRIOR_LONG) + PRIOR_RUN * key[1])
+            counts = self._counts[key] = [2 * p, 2 * (1 - p)]  # worth two tokens
         return counts
 
-    def odds(self, kind: tuple[int, int]) -> float:
-        right, wrong = self._of(kind)
-        return right / (right + wrong)
+    def odds(self, source: int, run: int, n: int) -> list[float]:
+        """The odds of each of the next `n` tokens of a guess from `source` after a run of
+        `run` right ones, each given that the ones before it are right."""
+        out = []
+        for j in range(n):
+            right, wrong = self._of(source, run + j)
+            out.append(right / (right + wrong))
+        return out
 
-    def record(self, kind: tuple[int, int], drafted: int, accepted: int, ended: bool) -> None:
-        """A verified draft of this kind: `accepted` of its `drafted` tokens right in a row;
-        `ended`: the sequence finished inside it (the rest were not wrong, only unneeded)."""
-        counts = self._of(kind)
-        counts[0] = counts[0] * self.decay + accepted
-        counts[1] = counts[1] * self.decay + (accepted < drafted and not ended)
-
-    def explore(self, kind: tuple[int, int]) -> bool:
-        """A draft of this kind fell below the bar: try one token of it anyway?"""
-        below = self._below[kind] = self._below.get(kind, 0) + 1
-        return below % self.explore_every == 0
+    def record(self, source: int, run: int, right: int, wrong: bool) -> None:
+        """A guess from `source` after a run of `run`: its first `right` tokens were right,
+        and (`wrong`) the one after them was not (False: it was not checked)."""
+        for j in range(right):
+            counts = self._of(source, run + j)
+            counts[0] = counts[0] * self.decay + 1
+            counts[1] *= self.decay
+        if wrong:
+            counts = self._of(source, run + right)
+            counts[0] *= self.decay
+            counts[1] = counts[1] * self.decay + 1
 
 
 def passes(seq_ids: list[int], tokens: list[int]) -> list[int]:
@@ -152,8 +166,18 @@ def passes(seq_ids: list[int], tokens: list[int]) -> list[int]:
         out.append(k * len(chosen))
 
 
+def can_pay(base: int, budget: int, split: bool) -> bool:
+    """Whether any draft could raise a step's tokens per second: a step of `base` generated
+    tokens with room for `budget` drafted ones. In one pass, yes. Split into passes (`split`),
+    drafted tokens go in passes of their own; with T = a + b * base the step's seconds, d drafted
+    tokens, all right, in one more pass give (base + d) / (T + a + b * d), more than base / T
+    only when d > base. So with `budget` <= `base` (nine sequences or more in a step of 17)
+    no draft pays, and the lookups can be skipped."""
+    return not split or budget > base
+
+
 def plan_drafts(
-    candidates: list[tuple[float, int]],
+    candidates: Sequence[Sequence[float]],
     base: int,
     cost: tuple[float, float],
     budget: int,
@@ -161,11 +185,11 @@ def plan_drafts(
 ) -> list[int]:
     """How many tokens of each candidate draft to put in a step of `base` generated tokens.
 
-    `candidates` holds (odds each token is right given the one before, tokens available) per
-    sequence; `cost` is the (a, b) line of one pass of `llama_decode` over n tokens; at most
-    `budget` drafted tokens in all. The drafted tokens are lined up likeliest first (the i-th
-    of a draft is right with odds p**i), and the step takes the first k of them for the k that
-    gives the most expected tokens per second.
+    `candidates` holds, per sequence, the odds of each token of its guess (`DraftOdds.odds`:
+    the i-th is right given the ones before it were, so it is right with the product of the
+    first i); `cost` is the (a, b) line of one pass of `llama_decode` over n tokens; at most
+    `budget` drafted tokens in all. The tokens are lined up likeliest first, and the step takes
+    the first k of them for the k that gives the most expected tokens per second.
 
     `seq_ids`: each sequence has its own KV stream, so llama.cpp splits the step into `passes`,
     each costing `a` more; `candidates` then has every generating sequence (no draft: (0, 0)),
@@ -186,7 +210,7 @@ def plan_drafts(
     expected = float(base)
     best, best_rate = 0, expected / seconds()
     order: list[int] = []
-    heap = [(-p, i) for i, (p, n) in enumerate(candidates) if n > 0 and p > 0]
+    heap = [(-c[0], i) for i, c in enumerate(candidates) if c and c[0] > 0]
     heapq.heapify(heap)
     while heap and len(order) < budget:
         q, i = heapq.heappop(heap)
@@ -197,9 +221,9 @@ def plan_drafts(
         rate = expected / seconds()
         if rate > best_rate:
             best, best_rate = len(order), rate
-        p, n = candidates[i]
-        if take[i] < n:
-            heapq.heappush(heap, (-(q * p), i))
+        odds = candidates[i]
+        if take[i] < len(odds) and odds[take[i]] > 0:
+            heapq.heappush(heap, (-(q * odds[take[i]]), i))
     take = [0] * len(candidates)
     for i in order[:best]:
         take[i] += 1

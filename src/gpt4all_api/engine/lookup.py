@@ -111,19 +111,20 @@ class PromptLookup:
     shared: SharedNgrams | None = None
     _index: dict[tuple[int, ...], int] = field(default_factory=dict)  # n-gram -> end (exclusive)
     _indexed: int = 0  # the n-grams ending at or before this position are in the index
-    source: int = 0  # the length of the match the last draft came from
-    streak: int = 0  # drafts in a row the model took whole (up to 2)
+    source: int = 0  # the length of the match the last guess came from
+    #: Tokens in a row the guesses were right, up to the last guess (0 after a wrong one, and
+    #: after tokens no guess was checked against).
+    run: int = 0
+    #: The last guess, to check against what the model generates ([] when nothing matched;
+    #: None: no guess since the last `settle`).
+    guess: list[int] | None = None
     drafted: int = 0
     accepted: int = 0
+    _settled_at: int = -1  # len(tokens) at the last `settle`
 
     def __post_init__(self) -> None:
         if self.shared is not None:
             self.shared.add(self.tokens)
-
-    @property
-    def kind(self) -> tuple[int, int]:
-        """What the last draft's odds depend on: its match's length and the streak before it."""
-        return self.source, self.streak
 
     def extend(self, tokens: Iterable[int]) -> None:
         start = len(self.tokens)
@@ -148,6 +149,16 @@ class PromptLookup:
         k = min(room, self.draft_max)
         if k <= 0 or end < 2:
             return []
+        if end != self._settled_at:  # tokens came that no guess was checked against
+            self.run = 0
+        self.guess = self._guess(k)
+        if not self.guess:
+            self.run = 0
+        return self.guess
+
+    def _guess(self, k: int) -> list[int]:
+        toks = self.tokens
+        end = len(toks)
         # A long n-gram that something followed before, here or in another sequence, first:
         # it says more than the short ones below.
         if self.shared is not None and (chained := self.shared.chain(toks, k)):
@@ -165,8 +176,19 @@ class PromptLookup:
                 return toks[at : min(at + k, end)]
         return []
 
-    def settle(self, drafted: int, accepted: int) -> None:
-        """Account for one verified draft: `accepted` of its `drafted` tokens were right."""
+    def settle(self, drafted: int, accepted: int, following: int | None) -> tuple[int, bool]:
+        """Check the last guess against the step: `drafted` of its tokens went in and the
+        model took the first `accepted` of them; `following` is the token it generated after
+        those (None: the answer ended). Returns how many of the guess's tokens in a row were
+        right, and whether the one after them was wrong (False: it was not checked); the run
+        goes on, or starts again after a wrong one."""
+        guess, self.guess = self.guess or [], None
         self.drafted += drafted
         self.accepted += accepted
-        self.streak = min(self.streak + 1, 2) if accepted == drafted else 0
+        right, wrong = accepted, False
+        if following is not None and right < len(guess):
+            wrong = guess[right] != following
+            right += not wrong
+        self.run = 0 if wrong else self.run + right
+        self._settled_at = len(self.tokens)
+        return right, wrong

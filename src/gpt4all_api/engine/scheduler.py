@@ -31,7 +31,7 @@ import llama_cpp as lc
 from ..errors import APIError, EngineError, InvalidRequest, Overloaded
 from . import kv_pages, llama_log
 from .cores import CoreShare
-from .drafting import PRIOR_SLOPE, DraftOdds, StepCost, plan_drafts
+from .drafting import PRIOR_SLOPE, DraftOdds, StepCost, can_pay, plan_drafts
 from .json_keys import KeyGuard, QuoteTable
 from .logprobs import LogprobReader
 from .lookup import PromptLookup, SharedNgrams
@@ -539,18 +539,22 @@ class Engine:
         most `draft_max` + 1 tokens of generation (many sequences at once leave little room,
         where drafts would add a few percent of throughput for steps several times as long),
         and none but forced ones while a new sequence's prompt waits to be read (its first
-        token would come later)."""
+        token would come later) or where no draft could pay (`drafting.can_pay`: then the
+        lookups are skipped too)."""
         budget = min(self.n_batch, self.config.draft_max + 1) - len(generating)
         if self.unified:
             budget = min(budget, self._free_cells() - len(generating))
         drafts: list[list[int]] = [[] for _ in generating]
         if budget <= 0:
             return drafts
-        prefilling = bool(self._prefilling())
-        planned: list[tuple[int, tuple[float, int]]] = []
+        # with a KV stream per sequence, llama.cpp puts drafted tokens in passes of their own
+        split = not self.unified and len(generating) > 1
+        # no drafts but forced ones while a prompt waits, or where none could pay
+        planning = not self._prefilling() and can_pay(len(generating), budget, split)
+        planned: list[tuple[int, list[float]]] = []
         for i, job in enumerate(generating):
             forced = job.request.prompt_lookup is True
-            if job.lookup is None or job.forced or (prefilling and not forced):
+            if job.lookup is None or job.forced or not (planning or forced):
                 continue
             room = min(
                 budget,
@@ -564,25 +568,18 @@ class Engine:
             if forced:
                 budget -= len(draft)
                 continue
-            planned.append((i, (self._odds.odds(job.lookup.kind), len(draft))))
+            look = job.lookup
+            planned.append((i, self._odds.odds(look.source, look.run, min(len(draft), budget))))
         if not planned:
             return drafts
         cost = self._step_cost.line() or (1 - PRIOR_SLOPE, PRIOR_SLOPE)
-        candidates = [(0.0, 0)] * len(generating)
+        candidates: list[list[float]] = [[] for _ in generating]
         for i, c in planned:
             candidates[i] = c
-        # with a KV stream per sequence, llama.cpp puts drafted tokens in passes of their own
-        split = not self.unified and len(generating) > 1
         seq_ids = [job.slot.seq_id for job in generating] if split else None
         taken = plan_drafts(candidates, len(generating), cost, budget, seq_ids)
-        spare = budget - sum(taken)
         for i, _ in planned:
-            job, k = generating[i], taken[i]
-            # below the bar: one token now and then keeps the kind measured, where it costs a
-            # token and not a pass of its own (the odds are shared by all sequences)
-            if k == 0 and spare > 0 and not split and self._odds.explore(job.lookup.kind):
-                k, spare = 1, spare - 1
-            drafts[i] = drafts[i][:k]
+            drafts[i] = drafts[i][: taken[i]]
         return drafts
 
     def _put_prompts(self, n: int) -> tuple[int, list[tuple[Job, int, int]]]:
@@ -634,9 +631,13 @@ class Engine:
             self._kv.drop_after(slot, len(slot.cached))
             self._drafted += len(drafts)
             self._accepted += accepted
-            if job.lookup is not None:
-                self._odds.record(job.lookup.kind, len(drafts), accepted, job.done)
-                job.lookup.settle(len(drafts), accepted)
+        look = job.lookup
+        if look is not None and look.guess is not None:
+            # the guess, drafted or not, against what the model generated: its odds learn
+            # from every step
+            source, run = look.source, look.run
+            right, wrong = look.settle(len(drafts), accepted, None if job.done else job.pending)
+            self._odds.record(source, run, right, wrong)
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         b = self._batch
