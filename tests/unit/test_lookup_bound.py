@@ -45,3 +45,17 @@ def test_the_servers_own_guesses_cut_where_they_go_wrong() -> None:
     # a second pass drafts the first pass's answer from the shared table: the edit too
     again = cut_guess_speedup([(prompt, edited)], COSTS, passes=2)
     assert again[0] == pytest.approx(first) and again[1] > first
+
+
+def test_the_engines_own_plan_replayed_lies_between_plain_decoding_and_the_cut_guesses() -> None:
+    from gpt4all_api.bench.lookup_bound import cut_guess_speedup, plan_speedup
+
+    prompt = [7, 8, 9, *range(100, 180)]
+    copy = list(range(100, 170))  # a long copy: once the run is long the plan drafts
+    cut = cut_guess_speedup([(prompt, copy)], COSTS)[0]
+    plan = plan_speedup([(prompt, copy)], COSTS)[0]
+    assert 1.2 < plan <= cut + 1e-9
+    # an answer that copies nothing: guesses are checked, none pays, plain decoding's speed
+    fresh = list(range(300, 340))
+    assert plan_speedup([(prompt, fresh)], COSTS) == pytest.approx([1.0])
+    assert plan_speedup([], COSTS) == []

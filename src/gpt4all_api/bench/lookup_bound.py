@@ -10,15 +10,23 @@ context can hardly do better; real drafters guess, and some of their tokens are 
 sequence's n-gram index and the engine's shared table, over as many passes as the bench ran),
 each cut exactly where it goes wrong: what knowing when to stop a draft would give, the part of
 the gap to the bound above that no choice of draft lengths can close.
+
+`plan_speedup` replays them once more with the engine's own choice (`drafting.DraftOdds`
+learning from every step, `drafting.plan_drafts` with the line through the measured costs):
+what the default would give were every step to cost what was measured, without the noise of a
+timed run.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from ..engine.drafting import DraftOdds, plan_drafts
 from ..engine.lookup import PromptLookup, SharedNgrams
 from .raw import StepCost
+
+Cases = Sequence[tuple[list[int], list[int]]]
 
 
 def step_cost(costs: Sequence[StepCost], k: int) -> float:
@@ -78,17 +86,18 @@ def _best_part(costs: Sequence[StepCost], right: int) -> int:
     return max(range(right + 1), key=lambda m: (1 + m) / step_cost(costs, 1 + m))
 
 
-def cut_guess_speedup(
-    cases: Sequence[tuple[list[int], list[int]]],
+def _replay(
+    cases: Cases,
     costs: Sequence[StepCost],
-    passes: int = 1,
-    draft_max: int = 16,
+    passes: int,
+    draft_max: int,
+    take: Callable[[PromptLookup, list[int], int], int],
+    settle: Callable[[PromptLookup, int, int, int | None], None] | None = None,
 ) -> list[float]:
-    """Per pass over the answers (prompt, answer tokens): tokens over single-token steps when
-    every step drafts what `PromptLookup` guesses (one `SharedNgrams` for all, as in the
-    engine), cut where the guess goes wrong, of it as much as pays."""
-    if not costs or not cases:
-        return []
+    """Per pass over the answers: tokens over single-token steps when every step puts in
+    `take(lookup, guess, right)` tokens of what `PromptLookup` guesses (one `SharedNgrams` for
+    all, as in the engine), `right` of which the answer goes on with; `settle(lookup, drafted,
+    accepted, following token or None)` after each step that guessed."""
     shared = SharedNgrams()
     out = []
     for _ in range(passes):
@@ -103,10 +112,58 @@ def cut_guess_speedup(
                 right = 0
                 while right < len(guess) and guess[right] == answer[i + 1 + right]:
                     right += 1
-                n = _best_part(costs, right)
+                n = take(look, guess, right) if guess else 0
+                accepted = min(n, right)
                 steps += step_cost(costs, 1 + n)
-                look.extend(answer[i + 1 : i + 2 + n])
-                i += 1 + n
+                look.extend(answer[i + 1 : i + 2 + accepted])
+                if settle is not None and look.guess is not None:
+                    after = i + 1 + accepted
+                    settle(look, n, accepted, answer[after] if after < len(answer) else None)
+                i += 1 + accepted
             tokens += len(answer)
         out.append(tokens / steps if steps else 0.0)
     return out
+
+
+def cut_guess_speedup(
+    cases: Cases, costs: Sequence[StepCost], passes: int = 1, draft_max: int = 16
+) -> list[float]:
+    """Per pass over the answers (prompt, answer tokens): tokens over single-token steps when
+    every step drafts what `PromptLookup` guesses, cut where the guess goes wrong, of it as
+    much as pays."""
+    if not costs or not cases:
+        return []
+    return _replay(cases, costs, passes, draft_max, lambda _, __, right: _best_part(costs, right))
+
+
+def cost_line(costs: Sequence[StepCost], widest: int) -> tuple[float, float]:
+    """(a, b): the least-squares line a + b * k through the measured steps of k <= `widest`
+    tokens, in single-token steps."""
+    points = [(c.tokens, c.steps) for c in costs if c.tokens <= widest] or [(1, 1.0)]
+    if len(points) < 2:
+        return 0.0, points[0][1] / points[0][0]
+    mk = sum(k for k, _ in points) / len(points)
+    ms = sum(s for _, s in points) / len(points)
+    b = sum((k - mk) * (s - ms) for k, s in points) / sum((k - mk) ** 2 for k, _ in points)
+    return ms - b * mk, b
+
+
+def plan_speedup(
+    cases: Cases, costs: Sequence[StepCost], passes: int = 1, draft_max: int = 16
+) -> list[float]:
+    """Per pass over the answers: tokens over single-token steps when every step drafts what
+    the engine's plan takes of `PromptLookup`'s guess, its odds learned as the engine learns
+    them, with the cost line through the measured steps."""
+    if not costs or not cases:
+        return []
+    odds = DraftOdds()
+    line = cost_line(costs, draft_max + 1)
+
+    def take(look: PromptLookup, guess: list[int], _: int) -> int:
+        return plan_drafts([odds.odds(look.source, look.run, len(guess))], 1, line, draft_max)[0]
+
+    def settle(look: PromptLookup, drafted: int, accepted: int, following: int | None) -> None:
+        source, run = look.source, look.run
+        odds.record(source, run, *look.settle(drafted, accepted, following))
+
+    return _replay(cases, costs, passes, draft_max, take, settle)

@@ -462,6 +462,14 @@ def lookup_bounds_text(report: CompareReport) -> list[str]:
             "what knowing where a guess goes wrong would give.",
             "",
         ]
+    if report.plan_bound:
+        passes = " / ".join(f"{x:.2f}x" for x in report.plan_bound)
+        parts += [
+            "With the engine's own choice of how much of each guess to draft (its odds learned as "
+            f"the engine learns them, steps costing what was measured): {passes}; what the default "
+            "gives without the noise of a timed run.",
+            "",
+        ]
     return parts
 
 

@@ -27,7 +27,7 @@ import httpx
 from ..engine.model import Model
 from .grounded import GroundedResult, grounded_messages, run_grounded
 from .load import PrefixResult, check_loopback, new_client, run_level, run_prefix, stream_chat
-from .lookup_bound import cut_guess_speedup, perfect_lookup_speedup
+from .lookup_bound import cut_guess_speedup, perfect_lookup_speedup, plan_speedup
 from .raw import RawResult, StepCost, raw_decode, render_messages, step_costs
 from .servers import (
     CpuHog,
@@ -344,6 +344,8 @@ class CompareReport:
     lookup_bound: float | None = None
     #: And with our own guesses, each cut where it goes wrong: the speed-up per grounded pass
     guess_bound: list[float] = field(default_factory=list)
+    #: And with the engine's own choice of how much of each guess to draft, per grounded pass
+    plan_bound: list[float] = field(default_factory=list)
     #: With `rounds`: {server: {clients: [the level's result in each round]}}
     interleaved: dict[str, dict[int, list[LevelResult]]] = field(default_factory=dict)
 
@@ -486,8 +488,8 @@ def run_compare(
 
 
 def lookup_bounds(model: Model, report: CompareReport) -> None:
-    """`perfect_lookup_speedup` and `cut_guess_speedup` of our greedy grounded answers (lookup
-    off), with the step costs measured in this run; left unset without either."""
+    """`perfect_lookup_speedup`, `cut_guess_speedup` and `plan_speedup` of our greedy grounded
+    answers (lookup off), with the step costs measured in this run; left unset without either."""
     ours = report.servers.get(OURS)
     off = next((g for g in ours.grounded if g.label == "prompt lookup off"), None) if ours else None
     if not report.step_costs or off is None or off.errors:
@@ -504,6 +506,7 @@ def lookup_bounds(model: Model, report: CompareReport) -> None:
     report.lookup_bound = perfect_lookup_speedup(cases, report.step_costs)
     passes = len(every) // len(texts) if texts else 0
     report.guess_bound = cut_guess_speedup(cases, report.step_costs, passes)
+    report.plan_bound = plan_speedup(cases, report.step_costs, passes)
 
 
 def planned_server(
