@@ -37,12 +37,9 @@ from dataclasses import dataclass, field
 PRIOR_SLOPE = 0.5
 
 #: The odds a guessed token is right (given the ones before it were) before any was checked,
-#: by the length of the match it came from (the shared table's matches are long), for a run of
-#: 0; each bucket of longer runs adds `PRIOR_RUN`, up to `PRIOR_TOP`.
+#: by the length of the match it came from (the shared table's matches are long).
 PRIOR_ODDS = {2: 0.4, 3: 0.5, 4: 0.6}
 PRIOR_LONG = 0.9
-PRIOR_RUN = 0.05
-PRIOR_TOP = 0.95
 
 #: Where the buckets of a run's length start: runs of 0, 1, 2, 3, 4-5, 6-8, 9-12, 13-20, 21-32
 #: and 33+ tokens have odds of their own.
@@ -110,24 +107,31 @@ class DraftOdds:
     `decay` per token checked so they follow the workload."""
 
     decay: float = 0.98
+    weight: float = 2.0  # of the prior, in tokens
     _counts: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
     def _of(self, source: int, run: int) -> list[float]:
         key = (source, bisect.bisect_right(RUN_EDGES, run))
         counts = self._counts.get(key)
         if counts is None:
-            p = min(PRIOR_TOP, PRIOR_ODDS.get(source, PRIOR_LONG) + PRIOR_RUN * key[1])
-            counts = self._counts[key] = [2 * p, 2 * (1 - p)]  # worth two tokens
+            counts = self._counts[key] = [0.0, 0.0]
         return counts
 
     def odds(self, source: int, run: int, n: int) -> list[float]:
         """The odds of each of the next `n` tokens of a guess from `source` after a run of
-        `run` right ones, each given that the ones before it are right."""
-        out = []
-        for j in range(n):
-            right, wrong = self._of(source, run + j)
-            out.append(right / (right + wrong))
-        return out
+        `run` right ones, each given that the ones before it are right. A bucket's prior is
+        the bucket below it (the shortest runs': `PRIOR_ODDS`), worth `weight` tokens: runs
+        longer than any checked yet are taken to go on as the longest checked did."""
+        if n <= 0:
+            return []
+        last = bisect.bisect_right(RUN_EDGES, run + n - 1)
+        p = PRIOR_ODDS.get(source, PRIOR_LONG)
+        by_bucket = []
+        for bucket in range(last + 1):
+            right, wrong = self._counts.get((source, bucket), (0.0, 0.0))
+            p = (right + self.weight * p) / (right + wrong + self.weight)
+            by_bucket.append(p)
+        return [by_bucket[bisect.bisect_right(RUN_EDGES, run + j)] for j in range(n)]
 
     def record(self, source: int, run: int, right: int, wrong: bool) -> None:
         """A guess from `source` after a run of `run`: its first `right` tokens were right,
