@@ -17,17 +17,16 @@ from gpt4all_api.bench.grounded import (
     counter_total,
     metrics_url,
 )
-from gpt4all_api.bench.report import compare_text, grounded_identical, targets, to_json
+from gpt4all_api.bench.profile import Profiler, py_spy_command
+from gpt4all_api.bench.report import compare_text, to_json
 from gpt4all_api.bench.runner import (
     LLAMA_SERVER,
     OURS,
     THEIRS,
     BenchConfig,
     CompareReport,
-    Profiler,
     ServerReport,
     Variant,
-    py_spy_command,
     server_plan,
 )
 from gpt4all_api.bench.servers import (
@@ -37,6 +36,7 @@ from gpt4all_api.bench.servers import (
     ours_command,
 )
 from gpt4all_api.bench.stats import LevelResult, RequestRecord
+from gpt4all_api.bench.targets import grounded_identical, targets
 
 MODEL = Path("/models/m.gguf")
 

@@ -9,7 +9,7 @@ import pytest
 
 from gpt4all_api.bench.load import _on_chunk, check_loopback, history_messages
 from gpt4all_api.bench.raw import RawResult
-from gpt4all_api.bench.report import compare_text, targets, to_json
+from gpt4all_api.bench.report import compare_text, to_json
 from gpt4all_api.bench.runner import OURS, THEIRS, BenchConfig, CompareReport, ServerReport
 from gpt4all_api.bench.servers import ServerOptions
 from gpt4all_api.bench.stats import (
@@ -20,6 +20,7 @@ from gpt4all_api.bench.stats import (
     summarize,
     token_source,
 )
+from gpt4all_api.bench.targets import targets
 
 
 def test_percentile_interpolates_between_ranks() -> None:
