@@ -6,22 +6,24 @@ from gpt4all_api.engine.json_keys import KeyGuard, QuoteTable
 
 VOCAB = ['{"', "name", '":', ' "', "Tom", '",', ' "', "n", "ame", '"', "age", "}", "[", "]", "{",
          '"}', "\\", ':', ",", "x", 'a"', "a"]  # fmt: skip
-ID = {}
-for i, piece in enumerate(VOCAB):
-    ID.setdefault(piece, i)
+ESCAPES = ["\\u0061", "me", '\\u0061me"']  # pieces with a JSON escape in them
 
 
-def guard() -> KeyGuard:
-    return KeyGuard(QuoteTable(lambda t: VOCAB[t].encode(), len(VOCAB)))
+def guard(vocab: list[str] = VOCAB) -> KeyGuard:
+    return KeyGuard(QuoteTable(lambda t: vocab[t].encode(), len(vocab)))
+
+
+def escape_guard() -> KeyGuard:
+    return guard(VOCAB + ESCAPES)
 
 
 def feed(g: KeyGuard, *pieces: str) -> None:
     for p in pieces:
-        g.feed(ID[p])
+        g.feed(g.table.pieces.index(p.encode()))  # the first token with this piece
 
 
 def banned(g: KeyGuard) -> set[str]:
-    return {VOCAB[t] for t in g.banned()}
+    return {g.table.pieces[t].decode() for t in g.banned()}
 
 
 def test_a_key_cannot_be_closed_as_one_its_object_has() -> None:
@@ -67,3 +69,17 @@ def test_text_around_the_json_is_skipped() -> None:
     g = guard()
     feed(g, "x", '"', "name", '"', "{", '"', "name", '":', "x", "}", "x", '"', "name")
     assert banned(g) == set()  # outside the object nothing is a key
+
+
+def test_keys_are_compared_as_a_parser_reads_them_escapes_and_all() -> None:
+    g = escape_guard()
+    feed(g, '{"', "n", "\\u0061", "me", '":', "x", ",", ' "', "name")
+    assert banned(g) >= {'":', '"'}  # "n\\u0061me" was "name"
+    g = escape_guard()
+    feed(g, '{"', "name", '":', "x", ",", ' "', "n", "\\u0061", "me")
+    assert banned(g) >= {'":', '"'}  # and the other way round
+    g = escape_guard()
+    feed(g, '{"', "name", '":', "x", ",", ' "', "n")
+    assert '\\u0061me"' in banned(g)  # one token closing it with an escape inside
+    feed(g, "\\u0061")
+    assert banned(g) == set()  # "na" is no key yet, and "name" is two tokens off

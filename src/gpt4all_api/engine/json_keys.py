@@ -7,13 +7,14 @@ while the model is writing an object's key it names the tokens that would close 
 the object already has; the sampler bans them. The model can always go on instead: a key may
 hold any character, so the grammar never runs out of tokens.
 
-Keys are compared as written (their raw bytes between the quotes): a key spelled once plainly
-and once with `\\u` escapes is not caught. Text before the first `{` and between top-level
+Keys are compared as a parser reads them: a key written once plainly and once with escapes
+(`"name"` and `"n\\u0061me"`) is the same key. Text before the first `{` and between top-level
 values (a tool call's markers) is skipped.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,6 +35,17 @@ class QuoteTable:
             if end is not None:
                 closing.setdefault(data[:end], []).append(token)
         self.closing = {k: np.array(v, dtype=np.intp) for k, v in closing.items()}
+        #: Whether some token closes a string after a backslash (an escape of its own)
+        self.escapes = any(_BACKSLASH in k for k in closing)
+
+
+def _decoded(raw: bytes) -> str | None:
+    """A JSON string's text from the bytes between its quotes; None when they are no string."""
+    try:
+        text = json.loads(b'"' + raw + b'"')
+    except ValueError:
+        return None
+    return text if isinstance(text, str) else None
 
 
 def _closing_quote(data: bytes) -> int | None:
@@ -51,7 +63,9 @@ def _closing_quote(data: bytes) -> int | None:
 
 @dataclass
 class _Object:
-    keys: set[bytes] = field(default_factory=set)
+    keys: set[bytes] = field(default_factory=set)  # as written
+    text: set[str] = field(default_factory=set)  # as read
+    escaped: bool = False  # a key was written with an escape
     wants_key: bool = True
 
 
@@ -83,7 +97,12 @@ class KeyGuard:
                 if self._in_key:
                     top = self._stack[-1]
                     assert top is not None
-                    top.keys.add(bytes(self._key))
+                    key = bytes(self._key)
+                    top.keys.add(key)
+                    text = _decoded(key)
+                    if text is not None:
+                        top.text.add(text)
+                    top.escaped = top.escaped or _BACKSLASH in key
                 return
             if self._in_key:
                 self._key.append(b)
@@ -115,11 +134,17 @@ class KeyGuard:
         assert top is not None
         written = bytes(self._key)
         closing = self.table.closing
-        found = [
-            closing[rest]
-            for key in top.keys
-            if key.startswith(written) and (rest := key[len(written) :]) in closing
-        ]
+        if top.escaped or self.table.escapes or _BACKSLASH in written:
+            # escapes: compare what a parser reads, for each way a token could close the key
+            found = [
+                tokens for rest, tokens in closing.items() if _decoded(written + rest) in top.text
+            ]
+        else:  # as written is as read: only the keys this one can still become
+            found = [
+                closing[rest]
+                for key in top.keys
+                if key.startswith(written) and (rest := key[len(written) :]) in closing
+            ]
         if not found:
             return self._EMPTY
         return found[0] if len(found) == 1 else np.concatenate(found)
