@@ -188,12 +188,16 @@ def test_bench_compare_with_llama_server_a_variant_the_hog_and_a_profile(tmp_pat
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     names = ["gpt4all-api", "gpt4all-api [passive]", "llama-server"]
-    # then 2 rounds with all three up: each ran the level once a round
-    assert list(data["interleaved"]) == names
+    # then 2 rounds with all three up, and our engine in the bench's own process beside them
+    # (no HTTP): each ran the level once a round
+    assert list(data["interleaved"]) == [*names, "engine alone (no HTTP)"]
     for by_level in data["interleaved"].values():
         assert [lv["errors"] for lv in by_level["2"]] == [0, 0]
-        assert all(lv["output_tokens"] > 0 for lv in by_level["2"])
+        assert all(0 < lv["output_tokens"] <= 16 for lv in by_level["2"])
+        assert all(lv["ttft_p50"] is not None for lv in by_level["2"])
     assert "## Interleaved rounds (2:" in proc.stdout
+    assert "| 2 | engine alone (no HTTP) |" in proc.stdout
+    assert "- 2 client(s): server ÷ engine alone " in proc.stdout
     assert "2 client(s): >= 1.0x llama-server" not in proc.stdout  # only 1, 8, 16, 32 are goals
     assert list(data["servers"]) == names
     assert data["options"]["parallel"] == 2  # every server gets the top level's slots

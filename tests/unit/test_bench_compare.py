@@ -17,6 +17,7 @@ from gpt4all_api.bench.grounded import (
     counter_total,
     metrics_url,
 )
+from gpt4all_api.bench.inproc import ENGINE_ALONE
 from gpt4all_api.bench.profile import Profiler, py_spy_command
 from gpt4all_api.bench.report import compare_text, to_json
 from gpt4all_api.bench.runner import (
@@ -295,3 +296,24 @@ def test_with_rounds_the_ttft_target_takes_their_medians_and_a_near_miss_shows_i
     r.interleaved[LLAMA_SERVER][1] = [level(1, 100.0, 0.1, 0)] * 3
     met = {what: (value, ok) for what, value, ok in targets(r)}
     assert met["1 client(s): >= 1.0x llama-server (median of 3 rounds)"] == ("0.9996x", False)
+
+
+def test_rounds_with_the_engine_alone_part_what_http_costs_from_what_the_engine_does(
+    tmp_path: Path,
+) -> None:
+    r = report(tmp_path)
+    r.config = dataclasses.replace(r.config, rounds=3)
+    r.interleaved = {
+        OURS: {1: [level(1, 90, 0.1, 0), level(1, 95, 0.1, 0), level(1, 80, 0.1, 0)]},
+        LLAMA_SERVER: {1: [level(1, 100, 0.1, 0)] * 3},
+        ENGINE_ALONE: {1: [level(1, 100, 0.1, 0), level(1, 100, 0.1, 0), level(1, 80, 0.1, 0)]},
+    }
+    text = compare_text(r)
+    assert "| 1 | engine alone (no HTTP) | 100.0, 100.0, 80.0 | 100.0 | 1.00x (0.80-1.00) |" in text
+    # server ÷ engine round by round: 0.90, 0.95, 1.00; engine ÷ llama-server: 1.0, 1.0, 0.8
+    assert "- 1 client(s): server ÷ engine alone 0.95x, engine alone ÷ llama-server 1.00x" in text
+    # the engine is no server: the targets still compare our server with llama-server
+    met = {what: value for what, value, _ok in targets(r)}
+    assert met["1 client(s): >= 1.0x llama-server (median of 3 rounds)"] == "0.90x"
+    r.interleaved.pop(ENGINE_ALONE)
+    assert "server ÷ engine alone" not in compare_text(r)

@@ -179,6 +179,13 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
     help="With --compare: then run every level this many more times with all servers up, "
     "each server in turn (the order alternating), and give the ratios' medians.",
 )
+@click.option(
+    "--engine-alone/--no-engine-alone",
+    default=True,
+    show_default=True,
+    help="With --rounds: our engine in this process, without HTTP, takes its turn in every "
+    "round too (what HTTP costs, against what the engine costs).",
+)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="With --compare: PNG.")
 def bench(**o: Any) -> None:
@@ -265,6 +272,7 @@ def bench(**o: Any) -> None:
                 profile_level=o["profile_level"],
                 profile_format=o["profile_format"],
                 progress=say,
+                engine_alone=o["engine_alone"],
             )
         except RuntimeError as exc:
             raise click.ClickException(str(exc)) from exc

@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .inproc import ENGINE_ALONE
 from .runner import LLAMA_SERVER, OURS, THEIRS, CompareReport, ServerReport
 from .stats import LevelResult, cpu_ms_per_token
 from .targets import targets, targets_table
@@ -136,6 +137,27 @@ def rounds_table(report: CompareReport) -> str:
                 f"| {_ms(statistics.median(ttft)) if ttft else '-'} |"
             )
     return "\n".join(rows)
+
+
+def http_cost_lines(report: CompareReport) -> list[str]:
+    """Our server over our engine alone (no HTTP) and the engine over llama-server, median of
+    the round-by-round ratios at every level: what HTTP costs us, and what the engine does."""
+    if ENGINE_ALONE not in report.interleaved or OURS not in report.interleaved:
+        return []
+    ref_name = reference(report)
+    parts = []
+    for c in report.config.levels:
+        http = report.round_ratios(OURS, ENGINE_ALONE, c)
+        if not http:
+            continue
+        line = f"{c} client(s): server ÷ engine alone {statistics.median(http):.2f}x"
+        alone = report.round_ratios(ENGINE_ALONE, ref_name, c) if ref_name else []
+        if alone:
+            line += f", engine alone ÷ {ref_name} {statistics.median(alone):.2f}x"
+        parts.append(f"- {line}")
+    if not parts:
+        return []
+    return ["What HTTP costs (medians of the round-by-round ratios):", "", *parts, ""]
 
 
 def peak_rss_table(report: CompareReport) -> str:
@@ -315,6 +337,7 @@ def compare_text(report: CompareReport) -> str:
             "",
             rounds_table(report),
             "",
+            *http_cost_lines(report),
         ]
     if any(srv.grounded for srv in report.servers.values()):
         parts += [

@@ -12,7 +12,7 @@ import re
 import shlex
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -22,6 +22,7 @@ import httpx
 
 from ..engine.model import Model
 from .grounded import GroundedResult, grounded_messages, run_grounded
+from .inproc import EngineAlone
 from .load import PrefixResult, check_loopback, new_client, run_level, run_prefix, stream_chat
 from .lookup_bound import cut_guess_speedup, perfect_lookup_speedup, plan_speedup
 from .profile import Profiler
@@ -330,9 +331,12 @@ def run_compare(
     profile_level: int | None = None,
     profile_format: str = "speedscope",
     progress: Callable[[str], None] | None = None,
+    engine_alone: bool = True,
 ) -> CompareReport:
     """Raw ceilings, then each server alone, one after the other, in one run: ours, its
-    variants, llama-server, llama-cpp-python (in the order of `servers`, variants after ours)."""
+    variants, llama-server, llama-cpp-python (in the order of `servers`, variants after ours).
+    With `config.rounds` and `engine_alone` (and our server among `servers`), our engine in
+    this process takes its turn in every round too (`inproc.py`)."""
     say = progress or (lambda _msg: None)
     t0 = time.monotonic()
     report = CompareReport(
@@ -411,8 +415,9 @@ def run_compare(
             lookup_bounds(model, report)
             if config.rounds > 0:
                 plan = server_plan(options, servers, variants)
+                alone = EngineAlone(model, options) if engine_alone and OURS in servers else None
                 report.interleaved = run_rounds(
-                    plan, config, options.model_path.name, Path(tmp), counter, say
+                    plan, config, options.model_path.name, Path(tmp), counter, say, alone
                 )
     finally:
         model.close()
@@ -460,45 +465,62 @@ def run_rounds(
     tmp: Path,
     counter: TokenCounter,
     say: Callable[[str], None],
+    engine: EngineAlone | None = None,
 ) -> dict[str, dict[int, list[LevelResult]]]:
-    """Every server up at once (idle ones wait without spinning); `config.rounds` rounds of
-    every level, each level run by every server in turn, the order reversed every other round.
-    Each server first answers the level prompts once, one client, unmeasured."""
-    out: dict[str, dict[int, list[LevelResult]]] = {name: {} for name, *_ in plan}
+    """Every server up at once (idle ones wait without spinning), and `engine`, our engine
+    in this process, beside them; `config.rounds` rounds of every level, each level run by
+    every one in turn, the order reversed every other round. Each first answers the level
+    prompts once, one client, unmeasured."""
+    t = config.temperature
     with contextlib.ExitStack() as stack:
-        running: list[ManagedServer] = []
+        runs: list[tuple[str, Callable[[int, int, float], Awaitable[_Run]]]] = []
         for name, command, env, _ours in plan:
-            server = planned_server(name, command, env, tmp / "{}-rounds.log")
-            running.append(stack.enter_context(server))
-        for server in running:
-            n = config.requests_for(1)
-            t = config.temperature
-            asyncio.run(run_level(server.base_url, model, 1, n, config.max_tokens, 300, None, t))
+            server = stack.enter_context(planned_server(name, command, env, tmp / "{}-rounds.log"))
+            runs.append((name, _http_level(server.base_url, model, config, t)))
+        if engine is not None:
+            stack.enter_context(engine)
+            runs.append((engine.name, _engine_level(engine, config, t)))
+        out: dict[str, dict[int, list[LevelResult]]] = {name: {} for name, _ in runs}
+        for _name, level in runs:
+            asyncio.run(level(1, config.requests_for(1), 300))
         for r in range(config.rounds):
             for c in config.levels:
-                order = running if r % 2 == 0 else running[::-1]
-                for server in order:
-                    records, wall = asyncio.run(
-                        run_level(
-                            server.base_url,
-                            model,
-                            c,
-                            config.requests_for(c),
-                            config.max_tokens,
-                            config.time_limit,
-                            None,
-                            config.temperature,
-                        )
-                    )
+                for name, level in runs if r % 2 == 0 else runs[::-1]:
+                    records, wall = asyncio.run(level(c, config.requests_for(c), config.time_limit))
                     _count(records, counter)
                     lv = summarize(c, records, wall, "tokenizer")
-                    out[server.name].setdefault(c, []).append(lv)
+                    out[name].setdefault(c, []).append(lv)
                     say(
-                        f"round {r + 1}/{config.rounds}, {server.name}: {c} clients, "
+                        f"round {r + 1}/{config.rounds}, {name}: {c} clients, "
                         f"{lv.tokens_per_s:.1f} tokens/s, TTFT p50 {_ms(lv.ttft_p50)}, "
                         f"{lv.errors} errors"
                     )
     return out
+
+
+_Run = tuple[list[RequestRecord], float]
+
+
+def _http_level(
+    base_url: str, model: str, config: BenchConfig, temperature: float
+) -> Callable[[int, int, float], Awaitable[_Run]]:
+    """One level of closed-loop clients against a server: (clients, requests, time limit)."""
+
+    def level(c: int, n: int, limit: float) -> Awaitable[_Run]:
+        return run_level(base_url, model, c, n, config.max_tokens, limit, None, temperature)
+
+    return level
+
+
+def _engine_level(
+    engine: EngineAlone, config: BenchConfig, temperature: float
+) -> Callable[[int, int, float], Awaitable[_Run]]:
+    """The same against our engine in this process."""
+
+    def level(c: int, n: int, limit: float) -> Awaitable[_Run]:
+        return engine.run_level(c, n, config.max_tokens, limit, temperature)
+
+    return level
 
 
 def server_plan(
