@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from ..engine.model import Model
+from ..engine.own_thread import run_on_own_thread
 from .grounded import GroundedResult, grounded_messages, run_grounded
 from .inproc import EngineAlone
 from .load import PrefixResult, check_loopback, new_client, run_level, run_prefix, stream_chat
@@ -350,25 +351,31 @@ def run_compare(
     model = Model.load(options.model_path)
     try:
         counter = TokenCounter(model)
+        # raw decode and the step costs run on threads that end with them (`own_thread.py`):
+        # an OpenMP team left in this process would slow the engine alone of the rounds
         for n in raw_seqs if raw_reps > 0 else ():
-            raw = raw_decode(
-                model,
-                n,
-                config.max_tokens,
-                threads=options.threads,
-                context_size=options.context_size,
-                batch_size=options.batch_size,
-                reps=raw_reps,
+            raw = run_on_own_thread(
+                lambda n=n: raw_decode(
+                    model,
+                    n,
+                    config.max_tokens,
+                    threads=options.threads,
+                    context_size=options.context_size,
+                    batch_size=options.batch_size,
+                    reps=raw_reps,
+                )
             )
             report.raw.append(raw)
             say(f"raw decode, {n} sequences: {raw.tokens_per_s:.1f} tokens/s")
         if raw_reps > 0 and config.grounded_passes > 0:
-            report.step_costs = step_costs(
-                model,
-                threads=options.threads,
-                context_size=options.context_size,
-                batch_size=options.batch_size,
-                kv_types=options.kv_types,
+            report.step_costs = run_on_own_thread(
+                lambda: step_costs(
+                    model,
+                    threads=options.threads,
+                    context_size=options.context_size,
+                    batch_size=options.batch_size,
+                    kv_types=options.kv_types,
+                )
             )
             best = max(report.step_costs, key=lambda c: c.ceiling)
             say(f"step costs: {best.tokens} tokens cost {best.steps:.1f} single-token steps")

@@ -1,24 +1,33 @@
 """Embeddings: a second llama.cpp context of a loaded model, made for pooled embeddings.
 
-It has its own worker thread (the only one to touch that context). Inputs are packed several
-sequences to a `llama_decode`; each sequence's pooled vector is L2-normalised. Models that
-name their pooling in the GGUF (embedding models) keep it; others (chat models) use mean pooling.
+Inputs are packed several sequences to a `llama_decode`; each sequence's pooled vector is
+L2-normalised. Models that name their pooling in the GGUF (embedding models) keep it; others
+(chat models) use mean pooling.
+
+Every call runs on a thread of its own (`own_thread.py`), one at a time, that ends when the
+call does: a worker thread kept for embeddings would keep its OpenMP team, and with it the chat
+engine's decode threads would sleep at their barriers after the first embedding.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import llama_cpp as lc
 import numpy as np
 
 from ..errors import ContextLengthExceeded, EngineError
 from .model import Model
+from .own_thread import run_on_own_thread
 
 log = logging.getLogger(__name__)
 
 MAX_SEQS = 16
+
+T = TypeVar("T")
 
 
 class Embedder:
@@ -26,9 +35,13 @@ class Embedder:
         self.model = model
         self.name = name
         self.n_ctx = min(context_size, model.n_ctx_train or context_size)
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"embed:{name}")
+        self._lock = threading.Lock()  # one call at a time on the context
         self._ctx = None
-        self._pool.submit(self._open, threads).result()
+        self._call(self._open, threads)
+
+    def _call(self, fn: Callable[..., T], *args: object) -> T:
+        with self._lock:
+            return run_on_own_thread(fn, *args, name=f"embed:{self.name}")
 
     def _open(self, threads: int) -> None:
         params = lc.llama_context_default_params()
@@ -60,7 +73,7 @@ class Embedder:
     def embed(self, inputs: list[list[int]]) -> list[np.ndarray]:
         """Pooled, normalised vectors, one per input (blocking; call from a worker thread)."""
         self.check(inputs)
-        return self._pool.submit(self._embed, inputs).result()
+        return self._call(self._embed, inputs)
 
     def _embed(self, inputs: list[list[int]]) -> list[np.ndarray]:
         out: list[np.ndarray] = []
@@ -110,5 +123,4 @@ class Embedder:
                 lc.llama_free(self._ctx)
                 self._ctx = None
 
-        self._pool.submit(free).result()
-        self._pool.shutdown()
+        self._call(free)
