@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gpt4all_api.bench.config import LLAMA_SERVER, OURS, THEIRS, BenchConfig, Variant
 from gpt4all_api.bench.grounded import (
     ACCEPTED_METRIC,
     DRAFT_METRIC,
@@ -20,16 +21,8 @@ from gpt4all_api.bench.grounded import (
 from gpt4all_api.bench.inproc import ENGINE_ALONE
 from gpt4all_api.bench.profile import Profiler, py_spy_command
 from gpt4all_api.bench.report import compare_text, to_json
-from gpt4all_api.bench.runner import (
-    LLAMA_SERVER,
-    OURS,
-    THEIRS,
-    BenchConfig,
-    CompareReport,
-    ServerReport,
-    Variant,
-    server_plan,
-)
+from gpt4all_api.bench.rounds import server_plan
+from gpt4all_api.bench.runner import CompareReport, ServerReport
 from gpt4all_api.bench.servers import (
     CpuHog,
     ServerOptions,

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from gpt4all_api.bench.config import OURS, THEIRS, BenchConfig
 from gpt4all_api.bench.load import _on_chunk, check_loopback, history_messages
 from gpt4all_api.bench.raw import RawResult
 from gpt4all_api.bench.report import compare_text, to_json
-from gpt4all_api.bench.runner import OURS, THEIRS, BenchConfig, CompareReport, ServerReport
+from gpt4all_api.bench.runner import CompareReport, ServerReport
 from gpt4all_api.bench.servers import ServerOptions
 from gpt4all_api.bench.stats import (
     LevelResult,

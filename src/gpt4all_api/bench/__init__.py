@@ -5,7 +5,8 @@ server and llama-cpp-python's one after the other and measures raw batched decod
 ceiling. See docs/performance.md.
 """
 
-from .runner import BenchConfig, CompareReport, ServerReport, bench_url, run_compare
+from .config import BenchConfig
+from .runner import CompareReport, ServerReport, bench_url, run_compare
 from .servers import ServerOptions
 
 __all__ = [

@@ -200,17 +200,8 @@ def bench(**o: Any) -> None:
     from ..engine.model import Model
     from ..library.store import embedded_model_path
     from . import report as rep
-    from .runner import (
-        LLAMA_SERVER,
-        OURS,
-        THEIRS,
-        BenchConfig,
-        TokenCounter,
-        Variant,
-        bench_url,
-        first_model,
-        run_compare,
-    )
+    from .config import LLAMA_SERVER, OURS, THEIRS, BenchConfig, TokenCounter, Variant
+    from .runner import bench_url, first_model, run_compare
     from .servers import ServerOptions
 
     config = BenchConfig(

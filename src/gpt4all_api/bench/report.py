@@ -7,8 +7,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .config import LLAMA_SERVER, OURS, THEIRS
 from .inproc import ENGINE_ALONE
-from .runner import LLAMA_SERVER, OURS, THEIRS, CompareReport, ServerReport
+from .runner import CompareReport, ServerReport
 from .stats import LevelResult, cpu_ms_per_token
 from .targets import targets, targets_table
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import platform
-import re
-import shlex
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -22,102 +19,30 @@ import httpx
 
 from ..engine.model import Model
 from ..engine.own_thread import run_on_own_thread
+from .config import (
+    OURS,
+    THEIRS,
+    BenchConfig,
+    TokenCounter,
+    Variant,
+    count_tokens,
+    ms,
+)
 from .grounded import GroundedResult, grounded_messages, run_grounded
 from .inproc import EngineAlone
 from .load import PrefixResult, check_loopback, new_client, run_level, run_prefix, stream_chat
 from .lookup_bound import cut_guess_speedup, perfect_lookup_speedup, plan_speedup
 from .profile import Profiler
 from .raw import RawResult, StepCost, raw_decode, render_messages, step_costs
+from .rounds import planned_server, run_rounds, server_plan
 from .servers import (
     CpuHog,
-    ManagedServer,
     RssSampler,
     ServerOptions,
-    free_port,
-    llama_cpp_command,
-    llama_server_command,
-    ours_command,
 )
-from .stats import LevelResult, RequestRecord, TokenSource, summarize, token_source
+from .stats import LevelResult, TokenSource, summarize, token_source
 
 log = logging.getLogger(__name__)
-
-OURS = "gpt4all-api"
-THEIRS = "llama-cpp-python"
-LLAMA_SERVER = "llama-server"
-ALL_SERVERS = (OURS, LLAMA_SERVER, THEIRS)
-_ENV_WORD = re.compile(r"^[A-Z_][A-Z0-9_]*=")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """Our server once more under another name, with more flags and environment variables
-    (a tuning point measured in the same run, e.g. `passive=OMP_WAIT_POLICY=passive`)."""
-
-    name: str
-    args: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def parse(cls, spec: str) -> Variant:
-        """`NAME=WORDS`: words like `KEY=VALUE` (upper-case key) are environment variables of
-        the server process, the others flags of `gpt4all-api serve`."""
-        name, sep, rest = spec.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"a variant is NAME=FLAGS-OR-ENV, got {spec!r}")
-        args: list[str] = []
-        env: list[tuple[str, str]] = []
-        for word in shlex.split(rest):
-            if _ENV_WORD.match(word):
-                key, _, value = word.partition("=")
-                env.append((key, value))
-            else:
-                args.append(word)
-        return cls(name.strip(), tuple(args), tuple(env))
-
-    @property
-    def server_name(self) -> str:
-        return f"{OURS} [{self.name}]"
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """How much load to send. Every level is bounded by a request count and a time limit."""
-
-    levels: tuple[int, ...] = (1, 2, 4, 8, 16)
-    requests_per_client: int = 4
-    min_requests: int = 8
-    max_tokens: int = 64
-    temperature: float = 0.0  # of the levels' requests (the grounded ones are greedy)
-    time_limit: float = 120.0  # seconds per level; no request starts after it
-    warmup: int = 2
-    prefix: bool = True
-    prefix_tokens: int = 1500
-    prefix_reps: int = 3
-    prefix_max_tokens: int = 16
-    hog: int = 0  # with N > 0 every level runs again beside N busy-looping processes
-    grounded_passes: int = 0  # passes over the grounded prompts (0: no grounded workload)
-    grounded_max_tokens: int = 192
-    #: After the servers ran one after the other: this many rounds with every server up at once,
-    #: each level run by every server in turn (the order alternating round by round), so that
-    #: the ratios compare runs seconds apart rather than minutes on a noisy machine.
-    rounds: int = 0
-
-    def requests_for(self, concurrency: int) -> int:
-        return max(self.min_requests, concurrency * self.requests_per_client)
-
-
-class TokenCounter:
-    """Counts output tokens with the model's own tokenizer, the same way for every server."""
-
-    def __init__(self, model: Model):
-        self.model = model
-
-    def count(self, text: str) -> int:
-        return len(self.model.tokenize(text, add_special=False, parse_special=False))
-
-    def count_messages(self, messages: list[dict[str, str]]) -> int:
-        return len(self.model.tokenize(render_messages(self.model, messages)))
 
 
 @dataclass
@@ -191,7 +116,7 @@ async def bench_url(
                 api_key,
                 config.temperature,
             )
-        _count(records, counter)
+        count_tokens(records, counter)
         lv = summarize(c, records, wall, source or token_source(records, counter is not None))
         if rss is not None:
             rss.sample()
@@ -200,7 +125,7 @@ async def bench_url(
             lv.other_cpu_s = rss.other_cpu_since_reset()
         say(
             f"{name}{tag}: {c} clients, {lv.requests} requests, {lv.tokens_per_s:.1f} tokens/s, "
-            f"TTFT p50 {_ms(lv.ttft_p50)}, {lv.errors} errors"
+            f"TTFT p50 {ms(lv.ttft_p50)}, {lv.errors} errors"
         )
         return lv
 
@@ -231,7 +156,7 @@ async def bench_url(
             read_metrics=read_metrics,
             fresh_engine=fresh_engines,
         )
-        _count(g.records, counter)
+        count_tokens(g.records, counter)
         report.grounded.append(g)
         acc = "" if g.acceptance is None else f", {g.acceptance:.0%} of drafts accepted"
         err = next((r.error for r in g.records if r.error), None)
@@ -249,17 +174,6 @@ async def bench_url(
     if rss is not None:
         report.peak_rss_mb = max((lv.peak_rss_mb or 0) for lv in report.levels) or None
     return report
-
-
-def _count(records: list[RequestRecord], counter: TokenCounter | None) -> None:
-    if counter is not None:
-        for r in records:
-            if r.ok:
-                r.counted_tokens = counter.count(r.text)
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
 @dataclass
@@ -452,108 +366,3 @@ def lookup_bounds(model: Model, report: CompareReport) -> None:
     passes = len(every) // len(texts) if texts else 0
     report.guess_bound = cut_guess_speedup(cases, report.step_costs, passes)
     report.plan_bound = plan_speedup(cases, report.step_costs, passes)
-
-
-def planned_server(
-    name: str, command: Callable[[int], list[str]], env: dict[str, str], log_path: Path
-) -> ManagedServer:
-    """A server of the plan on a free port, logging to `log_path` (its `{}` is the name, made
-    safe for a file name)."""
-    port = free_port()
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
-    log_file = log_path.with_name(log_path.name.format(slug))
-    return ManagedServer(name, command(port), port, log_file, env=env or None)
-
-
-def run_rounds(
-    plan: list[tuple[str, Callable[[int], list[str]], dict[str, str], bool]],
-    config: BenchConfig,
-    model: str,
-    tmp: Path,
-    counter: TokenCounter,
-    say: Callable[[str], None],
-    engine: EngineAlone | None = None,
-) -> dict[str, dict[int, list[LevelResult]]]:
-    """Every server up at once (idle ones wait without spinning), and `engine`, our engine
-    in this process, beside them; `config.rounds` rounds of every level, each level run by
-    every one in turn, the order reversed every other round. Each first answers the level
-    prompts once, one client, unmeasured."""
-    t = config.temperature
-    with contextlib.ExitStack() as stack:
-        runs: list[tuple[str, Callable[[int, int, float], Awaitable[_Run]]]] = []
-        for name, command, env, _ours in plan:
-            server = stack.enter_context(planned_server(name, command, env, tmp / "{}-rounds.log"))
-            runs.append((name, _http_level(server.base_url, model, config, t)))
-        if engine is not None:
-            stack.enter_context(engine)
-            runs.append((engine.name, _engine_level(engine, config, t)))
-        out: dict[str, dict[int, list[LevelResult]]] = {name: {} for name, _ in runs}
-        for _name, level in runs:
-            asyncio.run(level(1, config.requests_for(1), 300))
-        for r in range(config.rounds):
-            for c in config.levels:
-                for name, level in runs if r % 2 == 0 else runs[::-1]:
-                    records, wall = asyncio.run(level(c, config.requests_for(c), config.time_limit))
-                    _count(records, counter)
-                    lv = summarize(c, records, wall, "tokenizer")
-                    out[name].setdefault(c, []).append(lv)
-                    say(
-                        f"round {r + 1}/{config.rounds}, {name}: {c} clients, "
-                        f"{lv.tokens_per_s:.1f} tokens/s, TTFT p50 {_ms(lv.ttft_p50)}, "
-                        f"{lv.errors} errors"
-                    )
-    return out
-
-
-_Run = tuple[list[RequestRecord], float]
-
-
-def _http_level(
-    base_url: str, model: str, config: BenchConfig, temperature: float
-) -> Callable[[int, int, float], Awaitable[_Run]]:
-    """One level of closed-loop clients against a server: (clients, requests, time limit)."""
-
-    def level(c: int, n: int, limit: float) -> Awaitable[_Run]:
-        return run_level(base_url, model, c, n, config.max_tokens, limit, None, temperature)
-
-    return level
-
-
-def _engine_level(
-    engine: EngineAlone, config: BenchConfig, temperature: float
-) -> Callable[[int, int, float], Awaitable[_Run]]:
-    """The same against our engine in this process."""
-
-    def level(c: int, n: int, limit: float) -> Awaitable[_Run]:
-        return engine.run_level(c, n, config.max_tokens, limit, temperature)
-
-    return level
-
-
-def server_plan(
-    options: ServerOptions, servers: tuple[str, ...], variants: tuple[Variant, ...]
-) -> list[tuple[str, Callable[[int], list[str]], dict[str, str], bool]]:
-    """(name, port -> command line, extra environment, is ours) for every server to run."""
-    plan: list[tuple[str, Callable[[int], list[str]], dict[str, str], bool]] = []
-    for name in servers:
-        if name == OURS:
-            plan.append((OURS, lambda port: ours_command(options, port), {}, True))
-            for v in variants:
-                opts = dataclasses.replace(options, extra_args=(*options.extra_args, *v.args))
-                plan.append(
-                    (
-                        v.server_name,
-                        lambda port, opts=opts: ours_command(opts, port),  # type: ignore[misc]
-                        dict(v.env),
-                        True,
-                    )
-                )
-        elif name == LLAMA_SERVER:
-            if options.llama_server is None:
-                raise RuntimeError("llama-server needs --llama-server PATH")
-            plan.append((LLAMA_SERVER, lambda port: llama_server_command(options, port), {}, False))
-        elif name == THEIRS:
-            plan.append((THEIRS, lambda port: llama_cpp_command(options, port), {}, False))
-        else:
-            raise ValueError(f"unknown server {name!r}")
-    return plan

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import statistics
 
-from .runner import LLAMA_SERVER, OURS, THEIRS, CompareReport
+from .config import LLAMA_SERVER, OURS, THEIRS
+from .runner import CompareReport
 
 
 def grounded_identical(report: CompareReport) -> bool | None:
