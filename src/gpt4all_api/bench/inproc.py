@@ -17,7 +17,7 @@ from ..engine.request import FinishEvent, GenerationRequest, TextEvent
 from ..engine.sampling import SamplingParams
 from ..engine.scheduler import Engine
 from ..settings import Settings
-from .load import PROMPTS
+from .load import PROMPTS, SAMPLED, closed_loop
 from .raw import chat_prompt
 from .servers import ServerOptions
 from .stats import RequestRecord
@@ -31,9 +31,7 @@ def bench_sampling(temperature: float) -> SamplingParams:
     `temperature` with top-k 40, top-p 0.95 and min-p 0.05; no repetition penalty."""
     if temperature <= 0:
         return SamplingParams(temperature=0.0, repeat_penalty=1.0)
-    return SamplingParams(
-        temperature=temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0
-    )
+    return SamplingParams(temperature=temperature, repeat_penalty=1.0, **SAMPLED)
 
 
 class EngineAlone:
@@ -73,53 +71,42 @@ class EngineAlone:
         time_limit: float,
         temperature: float = 0.0,
     ) -> tuple[list[RequestRecord], float]:
-        """As `load.run_level`: `concurrency` closed-loop clients share `n_requests`, none
-        started after `time_limit`; each text event is a chunk. Returns the records and the
-        wall time."""
+        """As `load.run_level` (`load.closed_loop`), each text event a chunk: the records and
+        the wall time."""
         engine = self.engine
         if engine is None:
             raise RuntimeError("the engine runs only inside `with`")
         loop = asyncio.get_running_loop()
         sampling = bench_sampling(temperature)
         prompts: dict[int, list[int]] = {}
-        records: list[RequestRecord] = []
-        next_index = 0
-        start = time.perf_counter()
-        deadline = start + time_limit
 
-        async def client_loop() -> None:
-            nonlocal next_index
-            while next_index < n_requests and time.perf_counter() < deadline:
-                i = next_index
-                next_index += 1
-                key = i % len(PROMPTS)
-                if key not in prompts:
-                    prompts[key] = chat_prompt(self.model, key)
-                prompt = prompts[key]
-                rec = RequestRecord(started=time.perf_counter())
-                request = GenerationRequest(
-                    prompt_tokens=prompt, max_tokens=max_tokens, sampling=sampling
-                )
-                handle = engine.submit(request, loop)
-                parts: list[str] = []
-                while True:
-                    event = await handle.queue.get()
-                    if isinstance(event, TextEvent):
-                        if event.text:
-                            rec.chunk_times.append(time.perf_counter())
-                            parts.append(event.text)
-                    elif isinstance(event, FinishEvent):
-                        rec.finish_reason = event.reason
-                        rec.usage_prompt = event.prompt_tokens
-                        rec.usage_completion = event.completion_tokens
-                        rec.cached_tokens = event.cached_tokens
-                        break
-                    else:
-                        rec.error = f"engine error: {event!r}"
-                        break
-                rec.finished = time.perf_counter()
-                rec.text = "".join(parts)
-                records.append(rec)
+        async def one(i: int) -> RequestRecord:
+            key = i % len(PROMPTS)
+            if key not in prompts:
+                prompts[key] = chat_prompt(self.model, key)
+            rec = RequestRecord(started=time.perf_counter())
+            request = GenerationRequest(
+                prompt_tokens=prompts[key], max_tokens=max_tokens, sampling=sampling
+            )
+            handle = engine.submit(request, loop)
+            parts: list[str] = []
+            while True:
+                event = await handle.queue.get()
+                if isinstance(event, TextEvent):
+                    if event.text:
+                        rec.chunk_times.append(time.perf_counter())
+                        parts.append(event.text)
+                elif isinstance(event, FinishEvent):
+                    rec.finish_reason = event.reason
+                    rec.usage_prompt = event.prompt_tokens
+                    rec.usage_completion = event.completion_tokens
+                    rec.cached_tokens = event.cached_tokens
+                    break
+                else:
+                    rec.error = f"engine error: {event!r}"
+                    break
+            rec.finished = time.perf_counter()
+            rec.text = "".join(parts)
+            return rec
 
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-        return records, time.perf_counter() - start
+        return await closed_loop(concurrency, n_requests, time_limit, one)

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +41,10 @@ _HISTORY_PARAGRAPH = (
 )
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+#: With a temperature above 0: llama.cpp's default top-k, top-p and min-p, spelled out for every
+#: server (and for our engine alone, `inproc.py`).
+SAMPLED = {"top_k": 40, "top_p": 0.95, "min_p": 0.05}
 
 
 def check_loopback(base_url: str) -> None:
@@ -79,7 +83,7 @@ async def stream_chat(
     # would the answers, their lengths and the work per token.
     sampling: dict[str, Any] = {"temperature": temperature}
     if temperature > 0:
-        sampling |= {"top_k": 40, "top_p": 0.95, "min_p": 0.05}
+        sampling |= SAMPLED
     body: dict[str, Any] = {
         "messages": messages,
         "max_tokens": max_tokens,
@@ -145,23 +149,37 @@ async def run_level(
     temperature: float = 0.0,
 ) -> tuple[list[RequestRecord], float]:
     """`concurrency` closed-loop clients share `n_requests`; returns the records and wall time."""
+    async with new_client(concurrency, api_key) as client:
+
+        def one(i: int) -> Awaitable[RequestRecord]:
+            messages = chat_messages(i)
+            return stream_chat(client, base_url, model, messages, max_tokens, None, temperature)
+
+        return await closed_loop(concurrency, n_requests, time_limit, one)
+
+
+async def closed_loop(
+    concurrency: int,
+    n_requests: int,
+    time_limit: float,
+    one: Callable[[int], Awaitable[RequestRecord]],
+) -> tuple[list[RequestRecord], float]:
+    """`concurrency` clients, each sending its next request (`one(i)`, i counting up across all
+    clients) as soon as its last one ended, until `n_requests` were sent or `time_limit` seconds
+    passed (none starts after). Returns the records and the wall time."""
     records: list[RequestRecord] = []
     next_index = 0
     start = time.perf_counter()
     deadline = start + time_limit
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop() -> None:
         nonlocal next_index
         while next_index < n_requests and time.perf_counter() < deadline:
             i = next_index
             next_index += 1
-            messages = chat_messages(i)
-            records.append(
-                await stream_chat(client, base_url, model, messages, max_tokens, None, temperature)
-            )
+            records.append(await one(i))
 
-    async with new_client(concurrency, api_key) as client:
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
     return records, time.perf_counter() - start
 
 
