@@ -137,8 +137,9 @@ main.add_command(docs)
 
 @main.command()
 def devices() -> None:
-    """The GPU backends llama.cpp was built with and the GPUs it sees, with their free memory."""
-    from .engine.devices import built_gpu_backends, gpu_devices
+    """The GPU backends llama.cpp was built with and the GPUs it sees, with their free memory;
+    the CPU features it uses, and whether weights are repacked by default."""
+    from .engine.devices import built_gpu_backends, cpu_features, gpu_devices, repack_by_default
 
     built = built_gpu_backends()
     click.echo(f"llama.cpp GPU backends built: {', '.join(built) if built else 'none (CPU only)'}")
@@ -150,6 +151,9 @@ def devices() -> None:
         )
     if not found:
         click.echo("no GPU found: models run on the CPU")
+    used = [name for name, on in cpu_features().items() if on == "1"]
+    click.echo(f"CPU features llama.cpp uses: {' '.join(used) or 'none reported'}")
+    click.echo(f"repack auto: {repack_by_default()[1]}")
 
 
 @main.command()

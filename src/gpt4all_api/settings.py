@@ -214,6 +214,13 @@ class Settings(BaseSettings):
         description="Where models run, in GPT4All's words: auto (a GPU when the build has "
         "one), cpu, gpu, metal, cuda or vulkan.",
     )
+    repack: Literal["auto", "on", "off"] = Field(
+        "auto",
+        validation_alias=_env("repack"),
+        description="Repack weights for llama.cpp's faster CPU kernels (AVX2, AVX-512, NEON, "
+        "Intel AMX), as llama-server's --repack: auto (on, except on a llama.cpp build with "
+        "AMX kernels, which crash on some machines), on or off.",
+    )
     gpu_layers: str = Field(
         "auto",
         validation_alias=_env("gpu_layers"),

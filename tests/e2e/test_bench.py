@@ -78,7 +78,7 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
         "--levels", "1,2",
         "--requests-per-client", "1",
         "--min-requests", "2",
-        "--max-tokens", "8",
+        "--max-tokens", "16",
         "--threads", "1",
         "--parallel", "2",
         "--context-size", "1024",
@@ -112,10 +112,13 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
         for lv in srv["levels"]:
             assert lv["errors"] == 0 and lv["requests"] == 2
             assert lv["token_source"] == "tokenizer"  # llama-cpp-python streams no usage
-            assert 0 < lv["output_tokens"] <= 16
+            assert 0 < lv["output_tokens"] <= 32
             assert lv["peak_rss_mb"] > 50 and lv["server_cpu_s"] > 0
-            # the threads that do not decode (HTTP, event loop) took some, not all, of it
-            assert 0 < lv["other_cpu_s"] < lv["server_cpu_s"]
+            assert 0 <= lv["other_cpu_s"] < lv["server_cpu_s"]
+        # the threads that do not decode (HTTP, event loop) took some, not all, of it: over
+        # both levels, as a level of two short answers may take less than the kernel's 10 ms
+        # tick of CPU accounting outside the decode threads
+        assert sum(lv["other_cpu_s"] for lv in srv["levels"]) > 0
         assert srv["prefix"]["warm"][0]["error"] is None
     ours = data["servers"]["gpt4all-api"]
     assert ours["prefix"]["warm"][0]["cached_tokens"] >= ours["prefix"]["prompt_tokens"][0]
@@ -146,6 +149,7 @@ for f in ("--model", "--alias", "--host", "--port", "--threads", "--threads-batc
           "--ctx-size", "--parallel", "--batch-size", "--ubatch-size", "-ctk", "-ctv", "-fa"):
     ap.add_argument(f)
 ap.add_argument("--no-webui", action="store_true")
+ap.add_argument("--no-repack", action="store_true")  # given where our repack=auto is off
 a = ap.parse_args()
 assert a.host == "127.0.0.1" and a.no_webui and a.fa == "on" and (a.ctk, a.ctv) == ("q8_0", "f16")
 assert a.threads == a.threads_batch and a.batch_size == a.ubatch_size
@@ -154,7 +158,8 @@ os.execv(sys.executable, [sys.executable, "-m", "gpt4all_api", "serve", "--host"
     "--port", a.port, "--models-dir", os.path.dirname(a.model), "--model", a.alias,
     "--threads", a.threads, "--parallel", a.parallel,
     "--context-size", str(int(a.ctx_size) // int(a.parallel)), "--batch-size", a.batch_size,
-    "--kv-cache-type-k", a.ctk, "--kv-cache-type-v", a.ctv, "--log-level", "warning"])
+    "--kv-cache-type-k", a.ctk, "--kv-cache-type-v", a.ctv, "--log-level", "warning",
+    "--repack", "off" if a.no_repack else "on"])
 """
 
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import HTTP, ServerProcess
 from gpt4all_api.engine import llama_log
-from gpt4all_api.engine.devices import build_backend, supports_gpu_offload
+from gpt4all_api.engine.devices import build_backend, repack_by_default, supports_gpu_offload
 from gpt4all_api.engine.model import Model
 from gpt4all_api.engine.offload import layer_costs
 from gpt4all_api.engine.scheduler import Engine, EngineConfig
@@ -83,7 +83,10 @@ def test_auto_reports_where_the_model_runs(auto_server: ServerProcess) -> None:
         assert offload["device_memory"] == 0 and offload["device_memory_by_device"] == {}
         assert offload["host_memory"] > 90 * 1024 * 1024  # the weights, at least, are in RAM
         assert metric(base, "gpt4all_api_device_memory_bytes", model=EMBEDDED, device="cpu") == 0
-    # and it answers
+    repack, _ = repack_by_default()
+    if not repack:  # a build with AMX kernels: the weights as the file has them
+        assert offload["repacked_memory"] == 0
+    # and it answers (a build with AMX kernels: without the crash llama.cpp #20824 gives)
     r = HTTP.post(base + "/v1/completions", json={"prompt": "Hello", "max_tokens": 4})
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
     # an unloaded model has no offload to show
@@ -109,6 +112,21 @@ def test_explicit_gpu_layers(tmp_path: Path) -> None:
     try:
         card = HTTP.get(srv.base_url + f"/v1/models/{EMBEDDED}").json()
         assert card["offload"]["gpu_layers"] == 10
+    finally:
+        srv.stop()
+
+
+def test_repack_off_keeps_the_weights_as_the_file_has_them(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    srv = start(tmp_path, "--repack", "off")
+    try:
+        card = HTTP.get(srv.base_url + f"/v1/models/{EMBEDDED}").json()
+        assert card["offload"]["repacked_memory"] == 0
+        r = HTTP.post(
+            srv.base_url + "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8},
+        )
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
     finally:
         srv.stop()
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from ..cli_threads import child_env
+from ..engine.devices import repack_by_default
 from ..engine.kv_types import DEFAULT_KV_TYPES, needs_flash_attention
 
 
@@ -75,10 +76,13 @@ def ours_command(opts: ServerOptions, port: int) -> list[str]:
 
 
 def llama_cpp_command(opts: ServerOptions, port: int) -> list[str]:
+    # the weights laid out as ours are (`repack` auto: `devices.repack_by_default`)
+    repack = [] if repack_by_default()[0] else ["--no-repack"]
     return [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "gpt4all_api.bench.llama_cpp_server",
+        *repack,
         "--model",
         str(opts.model_path),
         "--model_alias",
@@ -112,6 +116,8 @@ def llama_server_command(opts: ServerOptions, port: int) -> list[str]:
         raise ValueError("no llama-server binary given")
     cache = ["-ctk", opts.kv_types[0], "-ctv", opts.kv_types[1]]
     fa = ["-fa", "on"] if needs_flash_attention(opts.kv_types) else ["-fa", "auto"]
+    # the weights laid out as ours are (`repack` auto: `devices.repack_by_default`)
+    repack = [] if repack_by_default()[0] else ["--no-repack"]
     return [
         str(opts.llama_server),
         "--model",
@@ -136,6 +142,7 @@ def llama_server_command(opts: ServerOptions, port: int) -> list[str]:
         str(opts.batch_size),
         *cache,
         *fa,
+        *repack,
         "--no-webui",
         *opts.llama_server_args,
     ]

@@ -131,3 +131,30 @@ def built_gpu_backends() -> list[str]:
         if name in GPU_LIBRARIES:
             found.add(name)
     return sorted(found)
+
+
+def cpu_features() -> dict[str, str]:
+    """The CPU features this llama.cpp build uses (`llama_print_system_info`'s CPU part)."""
+    info = lc.llama_print_system_info().decode(errors="replace")
+    found: dict[str, str] = {}
+    for part in info.split("|"):
+        key, sep, value = part.rpartition("=")
+        if sep:
+            found[key.split(":")[-1].strip()] = value.strip()
+    return found
+
+
+def repack_by_default(features: dict[str, str] | None = None) -> tuple[bool, str]:
+    """Whether weights go to llama.cpp's extra CPU buffer types (repacked for its AVX2,
+    AVX-512 or NEON kernels, or for Intel AMX) when the `repack` setting is `auto`, and why.
+
+    Not on a build with AMX kernels: their matrix product crashes the process on some machines
+    that report AMX (llama.cpp issue 20824, seen on cloud VMs), on the first request or at
+    load, and the process cannot catch it."""
+    features = cpu_features() if features is None else features
+    if features.get("AMX_INT8") == "1":
+        return False, (
+            "llama.cpp was built with AMX kernels, which crash on some machines (llama.cpp "
+            "issue 20824): weights are not repacked (--repack on to use them)"
+        )
+    return True, "weights are repacked for this CPU's kernels where llama.cpp can"

@@ -54,8 +54,14 @@ class Buffers:
 
 
 def is_host_buffer(name: str) -> bool:
-    """`CPU`, `CPU_Mapped`, `CPU_REPACK`, `CUDA_Host`, ...: memory in RAM, not on a device."""
-    return name.upper().startswith("CPU") or name.endswith("_Host")
+    """`CPU`, `CPU_Mapped`, `CPU_REPACK`, `AMX`, `CUDA_Host`, ...: memory in RAM, not on a
+    device."""
+    return name.upper().startswith("CPU") or name.endswith("_Host") or is_repacked_buffer(name)
+
+
+def is_repacked_buffer(name: str) -> bool:
+    """llama.cpp's extra CPU buffer types: weights laid out for its faster kernels."""
+    return name.upper() in ("CPU_REPACK", "AMX", "CPU_KLEIDIAI")
 
 
 @lc.llama_log_callback

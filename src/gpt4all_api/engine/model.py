@@ -83,10 +83,18 @@ class Model:
     _closed: bool = False
 
     @classmethod
-    def load(cls, path: Path, plan: OffloadPlan | None = None) -> Model:
-        """Load the weights; `plan` says how many layers go to which GPU (none: all on CPU)."""
+    def load(
+        cls, path: Path, plan: OffloadPlan | None = None, *, repack: bool | None = None
+    ) -> Model:
+        """Load the weights; `plan` says how many layers go to which GPU (none: all on CPU),
+        `repack` whether weights go to llama.cpp's extra CPU buffer types (None: as
+        `devices.repack_by_default` says)."""
         init_backend()
         params = lc.llama_model_default_params()
+        if repack is None:
+            repack, why = devices.repack_by_default()
+            log.log(logging.DEBUG if repack else logging.INFO, "%s: %s", path.name, why)
+        params.use_extra_bufts = repack
         params.n_gpu_layers = plan.gpu_layers if plan is not None else 0
         keep: list[object] = []  # arrays llama.cpp reads during the load
         if plan is not None and plan.gpu_layers:

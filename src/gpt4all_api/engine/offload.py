@@ -218,6 +218,7 @@ class OffloadOptions:
     split_mode: str = "layer"  # none, layer, row
     tensor_split: tuple[float, ...] = ()
     margin: int = 512 * MiB
+    repack: bool | None = None  # weights in llama.cpp's extra CPU buffers (None: its default)
 
     @property
     def wants_gpu(self) -> bool:
@@ -370,14 +371,16 @@ class OffloadReport:
     plan: OffloadPlan
     device_memory: dict[str, int]  # device buffer name (CUDA0, Metal, ...) -> bytes
     host_memory: int  # bytes in RAM buffers (weights mapped from the file included)
+    repacked_memory: int = 0  # of those, weights repacked for llama.cpp's faster CPU kernels
 
     @classmethod
     def of(cls, plan: OffloadPlan, buffers: dict[str, int]) -> OffloadReport:
-        from .llama_log import is_host_buffer
+        from .llama_log import is_host_buffer, is_repacked_buffer
 
         device = {k: v for k, v in buffers.items() if not is_host_buffer(k)}
         host = sum(v for k, v in buffers.items() if is_host_buffer(k))
-        return cls(plan, device, host)
+        repacked = sum(v for k, v in buffers.items() if is_repacked_buffer(k))
+        return cls(plan, device, host, repacked)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -389,4 +392,5 @@ class OffloadReport:
             "device_memory_by_device": dict(self.device_memory),
             "device_memory_estimate": sum(self.plan.estimate) if self.plan.gpu_layers else 0,
             "host_memory": self.host_memory,
+            "repacked_memory": self.repacked_memory,
         }

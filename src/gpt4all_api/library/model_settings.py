@@ -70,6 +70,7 @@ class ModelSettings:
             split_mode=settings.split_mode,
             tensor_split=tuple(settings.tensor_split),
             margin=settings.gpu_margin * MiB,
+            repack=None if settings.repack == "auto" else settings.repack == "on",
         )
         if settings.model_settings is None:
             return cls(base)

@@ -192,7 +192,7 @@ class ModelRegistry:
             )
             with llama_log.capture() as buffers:
                 try:
-                    model = Model.load(path, plan)
+                    model = Model.load(path, plan, repack=options.repack)
                 except ModelLoadError as exc:
                     if plan.gpu_layers:
                         message = (
