@@ -16,6 +16,7 @@ import llama_cpp as lc
 import numpy as np
 import pytest
 
+from gpt4all_api.engine.devices import repack_by_default
 from gpt4all_api.engine.sampling import SamplerChain, SamplingParams
 
 N_ROWS = 24
@@ -26,9 +27,9 @@ class Logits:
 
     def __init__(self, model_path: Path):
         lc.llama_backend_init()
-        self.model = lc.llama_model_load_from_file(
-            str(model_path).encode(), lc.llama_model_default_params()
-        )
+        params = lc.llama_model_default_params()
+        params.use_extra_bufts = repack_by_default()[0]  # as the server loads models
+        self.model = lc.llama_model_load_from_file(str(model_path).encode(), params)
         assert self.model
         cp = lc.llama_context_default_params()
         cp.n_ctx, cp.n_threads, cp.n_threads_batch = 256, 1, 1
