@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import logging
 import queue
 import threading
@@ -31,27 +30,21 @@ import llama_cpp as lc
 from ..errors import APIError, EngineError, InvalidRequest, Overloaded
 from . import kv_pages, llama_log
 from .cores import CoreShare
-from .drafting import PRIOR_SLOPE, DraftOdds, StepCost, can_pay, plan_drafts
-from .json_keys import KeyGuard, QuoteTable
+from .emit import GONE, Emitter, Ending
+from .jobs import JobMaker
 from .logprobs import LogprobReader
-from .lookup import PromptLookup, SharedNgrams
 from .model import Model, kv_cache_types
 from .prompt_cache import PromptCache
-from .reasoning import ReasoningSpec, ReasoningSplitter
 from .request import (
     ErrorEvent,
-    FinishEvent,
     GenerationRequest,
     Outbox,
     PromptLogprobsEvent,
     RequestHandle,
-    TextEvent,
-    TokenLogprob,
 )
-from .sampling import SamplerChain, SamplingParams
 from .sequences import EngineConfig, EngineStats, Job, Slot, common_prefix_len
 from .slots import MIN_SEED, Slots, place, runs_added
-from .text import StopMatcher
+from .speculation import Drafter
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +97,7 @@ class Engine:
         self.n_batch = lc.llama_n_batch(self._ctx)
         self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
         self._logprobs = LogprobReader(self._ctx, model.n_vocab)
+        self._emit = Emitter(model, self._ctx, self._logprobs, self.n_ctx_seq)
         self._commands: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._outbox = Outbox()
         self._waiting: collections.deque[list[Job]] = collections.deque()
@@ -111,12 +105,8 @@ class Engine:
         self._closing = False
         self.crashed = False
         self._steps = 0
-        self._generated = 0
-        self._reasoning = 0
         self._prompt_total = 0
         self._cached_total = 0
-        self._drafted = 0
-        self._accepted = 0
         self._preempted = 0
         mb = config.prompt_cache_mb
         self._kv = Slots(
@@ -128,11 +118,8 @@ class Engine:
             name=self.name,
         )
         self._admitted = 0
-        self._step_cost = StepCost()  # what a step of generation costs, by its tokens
-        self._odds = DraftOdds()  # how often each kind of draft is right
-        self._quotes: QuoteTable | None = None  # built for the first JSON grammar
-        shared = config.prompt_lookup and config.prompt_lookup_shared
-        self._ngrams = SharedNgrams() if shared else None  # every sequence's long n-grams
+        self._drafter = Drafter(config.draft_max, self.n_ctx_seq)
+        self._jobs = JobMaker(model, config)
         cores = CoreShare(config.threads) if config.share_cores else None
         self._cores = cores if cores is not None and cores.enabled else None
         self.last_used = time.monotonic()
@@ -203,12 +190,12 @@ class Engine:
             kv_tokens=self._kv.held(),
             kv_capacity=self.n_cells,
             steps=self._steps,
-            generated_tokens=self._generated,
-            reasoning_tokens=self._reasoning,
+            generated_tokens=self._emit.generated,
+            reasoning_tokens=self._emit.reasoning,
             prompt_tokens=self._prompt_total,
             cached_prompt_tokens=self._cached_total,
-            draft_tokens=self._drafted,
-            draft_accepted=self._accepted,
+            draft_tokens=self._drafter.drafted,
+            draft_accepted=self._drafter.accepted,
             preempted=self._preempted,
             prefix_copies=self._kv.prefix_copies,
             prompt_cache_restores=self._kv.cache.restores if self._kv.cache else 0,
@@ -259,7 +246,7 @@ class Engine:
                 assert isinstance(arg, RequestHandle)
                 if not arg.cancelled.is_set():
                     try:
-                        self._enqueue(arg)
+                        self._waiting.append(self._jobs.group(arg))
                     except APIError as exc:
                         arg.push(ErrorEvent(exc))
                     except Exception:
@@ -272,81 +259,16 @@ class Engine:
                 self._closing = True
                 if not arg:
                     for job in list(self._active):
-                        self._finish(job, None)
+                        self._finish(job)
                     for group in self._waiting:
                         group[0].handle.push(ErrorEvent(Overloaded("the server is shutting down")))
                         for job in group:
                             job.free_chains()
                     self._waiting.clear()
 
-    def _enqueue(self, handle: RequestHandle) -> None:
-        req = handle.request
-        group: list[Job] = []
-        try:
-            for j in range(req.n):
-                sampling = req.sampling
-                if j and sampling.seed is not None:  # distinct yet reproducible choices
-                    sampling = sampling.with_seed(sampling.seed + j)
-                chain = self._chain(sampling, req.prompt_tokens)
-                job = Job(
-                    handle=handle,
-                    index=handle.index + j,
-                    prompt=req.prompt_tokens,
-                    chain=chain,
-                    stops=StopMatcher(req.stop),
-                )
-                group.append(job)
-                if req.reasoning is not None:
-                    job.think = ReasoningSplitter(req.reasoning)
-                    if req.reasoning.grammar is not None:
-                        job.answer_chain = self._chain(
-                            dataclasses.replace(sampling, grammar=req.reasoning.grammar),
-                            req.prompt_tokens,
-                        )
-                if req.call_grammar is not None:
-                    job.call_chain = self._chain(
-                        dataclasses.replace(sampling, grammar=req.call_grammar), req.prompt_tokens
-                    )
-                drafts = self.config.prompt_lookup and req.prompt_lookup is not False
-                if drafts and not req.echo_logprobs:
-                    job.lookup = PromptLookup(
-                        draft_max=self.config.draft_max,
-                        tokens=list(req.prompt_tokens),
-                        shared=self._ngrams,
-                    )
-                if req.logprobs is not None and sampling.uses_penalties:
-                    n = sampling.repeat_last_n
-                    job.history = collections.deque(
-                        req.prompt_tokens[-n:] if n > 0 else req.prompt_tokens,
-                        maxlen=n if n > 0 else None,
-                    )
-        except Exception:
-            for job in group:
-                job.free_chains()
-            raise
-        for job in group[1:]:
-            job.leader = group[0]
-        group[0].followers = group[1:]
-        self._waiting.append(group)
-
-    def _chain(self, sampling: SamplingParams, prompt: list[int]) -> SamplerChain:
-        keys = None
-        if sampling.grammar is not None:  # every grammar here writes JSON
-            if self._quotes is None:
-                self._quotes = QuoteTable(self.model.token_bytes, self.model.n_vocab)
-            keys = KeyGuard(self._quotes)
-        try:
-            chain = SamplerChain(sampling, self.model.vocab, self.model.n_vocab, keys)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), param="response_format") from exc
-        if sampling.uses_penalties:
-            n = sampling.repeat_last_n
-            chain.accept_history(prompt[-n:] if n > 0 else prompt)
-        return chain
-
     def _cancel(self, handle: RequestHandle) -> None:
         for job in [j for j in self._active if j.handle is handle]:
-            self._finish(job, None)
+            self._finish(job)
         for group in list(self._waiting):
             if group[0].handle is handle:
                 self._waiting.remove(group)
@@ -508,7 +430,7 @@ class Engine:
         # took several passes
         one_pass = self.unified or len(generating) == 1 or generation_only == len(generating)
         if generating and n == generation_only and one_pass:
-            self._step_cost.record(n, decoded)
+            self._drafter.step_cost.record(n, decoded)
 
     def _put_generation(self, generating: list[Job]) -> int:
         """Put the next token of every generating sequence in the batch, each followed by the
@@ -531,56 +453,17 @@ class Engine:
         return n
 
     def _drafts(self, generating: list[Job]) -> list[list[int]]:
-        """Each generating sequence's drafted tokens for this step: all a forced one's
-        (`"prompt_lookup": true`) has, and of the others' the ones `plan_drafts` expects to
-        raise the step's tokens per second.
-
-        Drafts make a step longer, and every sequence waits for the step: a step carries at
-        most `draft_max` + 1 tokens of generation (many sequences at once leave little room,
-        where drafts would add a few percent of throughput for steps several times as long),
-        and none but forced ones while a new sequence's prompt waits to be read (its first
-        token would come later) or where no draft could pay (`drafting.can_pay`: then the
-        lookups are skipped too)."""
+        """Each generating sequence's drafted tokens for this step (`Drafter.drafts`). A step
+        carries at most `draft_max` + 1 tokens of generation, and in a shared pool no more than
+        the free cells."""
         budget = min(self.n_batch, self.config.draft_max + 1) - len(generating)
         if self.unified:
             budget = min(budget, self._free_cells() - len(generating))
-        drafts: list[list[int]] = [[] for _ in generating]
         if budget <= 0:
-            return drafts
+            return [[] for _ in generating]
         # with a KV stream per sequence, llama.cpp puts drafted tokens in passes of their own
         split = not self.unified and len(generating) > 1
-        # no drafts but forced ones while a prompt waits, or where none could pay
-        planning = not self._prefilling() and can_pay(len(generating), budget, split)
-        planned: list[tuple[int, list[float]]] = []
-        for i, job in enumerate(generating):
-            forced = job.request.prompt_lookup is True
-            if job.lookup is None or job.forced or not (planning or forced):
-                continue
-            room = min(
-                budget,
-                self.n_ctx_seq - len(job.slot.cached) - 2,
-                job.request.max_tokens - job.n_generated - 1,
-            )
-            draft = job.lookup.draft(room)
-            if not draft:
-                continue
-            drafts[i] = draft
-            if forced:
-                budget -= len(draft)
-                continue
-            look = job.lookup
-            planned.append((i, self._odds.odds(look.source, look.run, min(len(draft), budget))))
-        if not planned:
-            return drafts
-        cost = self._step_cost.line() or (1 - PRIOR_SLOPE, PRIOR_SLOPE)
-        candidates: list[list[float]] = [[] for _ in generating]
-        for i, c in planned:
-            candidates[i] = c
-        seq_ids = [job.slot.seq_id for job in generating] if split else None
-        taken = plan_drafts(candidates, len(generating), cost, budget, seq_ids)
-        for i, _ in planned:
-            drafts[i] = drafts[i][: taken[i]]
-        return drafts
+        return self._drafter.drafts(generating, budget, split, waiting=bool(self._prefilling()))
 
     def _put_prompts(self, n: int) -> tuple[int, list[tuple[Job, int, int]]]:
         """Fill the batch from position `n` with prompt chunks of the sequences still
@@ -629,15 +512,7 @@ class Engine:
             self._on_logits(job)
         if drafts and slot is not None:
             self._kv.drop_after(slot, len(slot.cached))
-            self._drafted += len(drafts)
-            self._accepted += accepted
-        look = job.lookup
-        if look is not None and look.guess is not None:
-            # the guess, drafted or not, against what the model generated: its odds learn
-            # from every step
-            source, run = look.source, look.run
-            right, wrong = look.settle(len(drafts), accepted, None if job.done else job.pending)
-            self._odds.record(source, run, right, wrong)
+        self._drafter.settle(job, len(drafts), accepted)
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         b = self._batch
@@ -670,7 +545,7 @@ class Engine:
                 continue
             if not self._kv.copy(leader.slot, f.slot):
                 f.handle.push(ErrorEvent(EngineError("could not copy the prompt's KV")))
-                self._finish(f, None)  # cannot happen with a healthy context
+                self._finish(f)  # cannot happen with a healthy context
                 continue
             f.cached_tokens = leader.cached_tokens
             f.batch_index = leader.batch_index
@@ -678,163 +553,14 @@ class Engine:
         leader.followers = []
 
     def _on_logits(self, job: Job) -> None:
-        if job.request.max_tokens <= 0:
-            self._finish(job, "length")
-            return
-        think = job.think
-        spec = job.request.reasoning
-        if think is not None and spec is not None:
-            self._steer(job, think, spec)
-        logprob = None
-        if job.forced:
-            token = job.forced.popleft()
-            job.chain.accept(token)
-        else:
-            token = job.chain.sample(self._ctx, job.batch_index)
-            if self.model.is_eog(token):
-                self._finish(job, "stop")
-                return
-            if job.request.logprobs is not None:
-                logprob = self._logprobs.read(
-                    job.batch_index,
-                    token,
-                    job.request.logprobs,
-                    job.chain.params,
-                    job.history or (),
-                )
-        if job.history is not None:
-            job.history.append(token)
-        job.n_generated += 1
-        self._generated += 1
-        text = job.decoder.feed(self.model.token_bytes(token, special=think is not None))
-        if think is None:
-            self._watch_call(job, text)
-            out, stopped = job.stops.feed(text) if text else ("", False)
-            pushed = job.handle.push(TextEvent(job.index, out, token, logprob))
-        else:
-            was_thinking = think.thinking
-            before = think.reasoning_tokens
-            pieces = think.feed(text)
-            self._watch_call(job, "".join(t for r, t in pieces if not r))
-            thought = think.reasoning_tokens > before  # this token was part of the thinking
-            pushed, stopped = self._push_split(job, pieces, token, logprob, thought)
-            if was_thinking and think.answering and not job.forced:
-                self._thinking_ended(job)
-        if not pushed:
-            self._finish(job, None)
-            return
-        if stopped:
-            self._finish(job, "stop", matched_stop=True)
-        elif think is not None and think.ended:
-            self._finish(job, "stop")
-        elif job.n_generated >= job.request.max_tokens or (
-            job.slot is not None and len(job.slot.cached) + 1 >= self.n_ctx_seq
-        ):
-            self._finish(job, "length")
-        else:
-            job.pending = token
-            if job.lookup is not None:
-                job.lookup.extend((token,))
+        ending = self._emit.token(job)
+        if ending is not None:
+            self._finish(job, ending)
 
-    def _push_split(
-        self,
-        job: Job,
-        pieces: list[tuple[bool, str]],
-        token: int,
-        logprob: TokenLogprob | None,
-        thought: bool = False,
-    ) -> tuple[bool, bool]:
-        """Send a reasoning model's text pieces; stop strings apply to the answer only. The
-        token (and its logprob) goes with its first answer piece, else its first piece; with no
-        text at all, with an empty event marked as thinking when `thought`.
-        Returns (the client is still there, a stop string matched)."""
-        events: list[TextEvent] = []
-        stopped = False
-        for reasoning, text in pieces:
-            if not reasoning:
-                text, stopped = job.stops.feed(text)
-            if text:
-                events.append(TextEvent(job.index, text, -1, None, reasoning))
-            if stopped:
-                break
-        if events:
-            first = next((i for i, e in enumerate(events) if not e.reasoning), 0)
-            events[first] = dataclasses.replace(events[first], token=token, logprob=logprob)
-        else:
-            events.append(TextEvent(job.index, "", token, logprob, thought))
-        return all(job.handle.push(e) for e in events), stopped
-
-    def _watch_call(self, job: Job, text: str) -> None:
-        """Put the call grammar in place once the answer opens a tool call. A token that
-        brought more than whitespace after the open tag was sampled free: that call stays
-        unconstrained (a grammar fed text it rejects would abort the process)."""
-        if job.call_chain is None or not text:
-            return
-        mark = job.request.call_open
-        seen = job.answer_seen + text
-        i = seen.find(mark)
-        if i == -1:
-            job.answer_seen = seen[-(len(mark) - 1) :] if len(mark) > 1 else ""
-            return
-        if seen[i + len(mark) :].strip():
-            job.call_chain.free()
-        else:
-            job.chain.free()
-            job.chain = job.call_chain
-        job.call_chain = None
-
-    def _thinking_ended(self, job: Job) -> None:
-        """The model closed its thinking itself: a format with an answer header gets it written
-        for it when a grammar is to follow (the grammar applies after the header)."""
-        spec = job.request.reasoning
-        if job.answer_chain is not None and spec is not None and not job.forced:
-            job.forced.extend(spec.header_tokens)
-
-    def _steer(self, job: Job, think: ReasoningSplitter, spec: ReasoningSpec) -> None:
-        """Before a reasoning model's next token: close a thinking whose budget is spent, and put
-        the answer's grammar in place once everything the server writes is written."""
-        spent = spec.budget is not None and think.reasoning_tokens + spec.close_count >= spec.budget
-        if think.thinking and not job.forced and spent:
-            job.forced.extend(spec.close_tokens)
-        if job.answer_chain is not None and think.answering and not job.forced:
-            job.chain.free()
-            job.chain, job.answer_chain = job.answer_chain, None
-
-    def _finish(self, job: Job, reason: str | None, *, matched_stop: bool = False) -> None:
-        """End a job; `reason` None means cancelled (nothing more is sent)."""
-        if job.think is not None:
-            self._reasoning += job.think.reasoning_tokens
-        if reason is not None:
-            if not matched_stop:  # text held back for a possible stop string is real output
-                self._flush_text(job)
-            job.handle.push(
-                FinishEvent(
-                    index=job.index,
-                    reason=reason,
-                    prompt_tokens=len(job.prompt),
-                    completion_tokens=job.n_generated,
-                    cached_tokens=job.cached_tokens,
-                    stop_string=job.stops.matched if matched_stop else None,
-                    reasoning_tokens=job.think.reasoning_tokens if job.think else 0,
-                )
-            )
+    def _finish(self, job: Job, ending: Ending = GONE) -> None:
+        """End a job; by default as cancelled (nothing more is sent)."""
+        self._emit.end(job, ending)
         self._release(job)
-
-    def _flush_text(self, job: Job) -> None:
-        rest = job.decoder.flush()
-        if job.think is None:
-            tail, stopped = job.stops.feed(rest)
-            if not stopped:
-                tail += job.stops.flush()
-            if tail:
-                job.handle.push(TextEvent(job.index, tail, -1))
-            return
-        pieces = job.think.feed(rest, token=False) + job.think.flush()
-        _, stopped = self._push_split(job, pieces, -1, None)
-        if not stopped:
-            tail = job.stops.flush()
-            if tail:
-                job.handle.push(TextEvent(job.index, tail, -1))
 
     def _release(self, job: Job) -> None:
         job.done = True
@@ -859,7 +585,7 @@ class Engine:
             if job.batch_index >= 0 or job.pending is None:
                 job.handle.push(ErrorEvent(err))
                 slot = job.slot
-                self._finish(job, None)
+                self._finish(job)
                 if slot is not None:
                     self._kv.clear(slot)
 
