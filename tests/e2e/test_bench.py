@@ -97,6 +97,10 @@ def test_bench_compare_runs_both_servers_and_raw_decode(tmp_path: Path) -> None:
     assert all(r["tokens_per_s"] > 0 for r in data["raw"])
     # With the grounded workload: what a step of k tokens of one sequence costs.
     costs = data["step_costs"]
+    # timed after as many tokens as a grounded answer's token has before it (the grounded
+    # prompts have 200-380 tokens; the answers here at most 8)
+    assert 200 < data["step_costs_context"] < 400
+    assert f"One sequence with {data['step_costs_context']} tokens in its KV" in proc.stdout
     assert [c["tokens"] for c in costs] == [1, 2, 4, 8, 16, 32, 64]
     assert costs[0]["steps"] == 1 and all(c["ms"] > 0 and c["steps"] > 0 for c in costs)
     assert "speed-up if every draft were accepted" in proc.stdout

@@ -274,9 +274,11 @@ def lookup_bounds_text(report: CompareReport) -> list[str]:
     parts: list[str] = []
     if report.step_costs:
         parts += [
-            "One sequence after a chat prompt, raw `llama_decode` (no HTTP): a step that verifies "
-            "k - 1 drafted tokens costs this many single-token steps, which bounds what prompt "
-            "lookup can gain at one client on this machine.",
+            f"One sequence with {report.step_costs_context or 'a chat prompt of'} tokens in its "
+            "KV (as many as a grounded answer's token has before it, on average), raw "
+            "`llama_decode` (no HTTP): a step that verifies k - 1 drafted tokens costs this many "
+            "single-token steps, which bounds what prompt lookup can gain at one client on this "
+            "machine.",
             "",
             step_cost_table(report),
             "",

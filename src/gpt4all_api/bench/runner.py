@@ -28,7 +28,7 @@ from .config import (
     count_tokens,
     ms,
 )
-from .grounded import GroundedResult, grounded_messages, run_grounded
+from .grounded import GROUNDED_PROMPTS, GroundedResult, grounded_messages, run_grounded
 from .inproc import EngineAlone
 from .load import PrefixResult, check_loopback, new_client, run_level, run_prefix, stream_chat
 from .lookup_bound import cut_guess_speedup, perfect_lookup_speedup, plan_speedup
@@ -188,7 +188,10 @@ class CompareReport:
     started: str
     duration_s: float = 0.0
     #: With the grounded workload and raw decode: what a step of k tokens of one sequence costs
+    #: after `step_costs_context` tokens (as many as a grounded answer's tokens have before them,
+    #: on average: attention over them makes a step dearer, the more so the more tokens it has)
     step_costs: list[StepCost] = field(default_factory=list)
+    step_costs_context: int = 0
     #: With those and our grounded answers: prompt lookup's speed-up were every draft right
     lookup_bound: float | None = None
     #: And with our own guesses, each cut where it goes wrong: the speed-up per grounded pass
@@ -282,6 +285,7 @@ def run_compare(
             report.raw.append(raw)
             say(f"raw decode, {n} sequences: {raw.tokens_per_s:.1f} tokens/s")
         if raw_reps > 0 and config.grounded_passes > 0:
+            held = grounded_context(model, config.grounded_max_tokens)
             report.step_costs = run_on_own_thread(
                 lambda: step_costs(
                     model,
@@ -289,10 +293,15 @@ def run_compare(
                     context_size=options.context_size,
                     batch_size=options.batch_size,
                     kv_types=options.kv_types,
+                    context=held,
                 )
             )
+            report.step_costs_context = held
             best = max(report.step_costs, key=lambda c: c.ceiling)
-            say(f"step costs: {best.tokens} tokens cost {best.steps:.1f} single-token steps")
+            say(
+                f"step costs after {held} tokens: {best.tokens} tokens cost {best.steps:.1f} "
+                "single-token steps"
+            )
         with tempfile.TemporaryDirectory(prefix="gpt4all-bench-") as tmp:
             for name, command, env, ours in server_plan(options, servers, variants):
                 server = planned_server(name, command, env, Path(tmp) / "{}.log")
@@ -344,6 +353,16 @@ def run_compare(
         model.close()
     report.duration_s = time.monotonic() - t0
     return report
+
+
+def grounded_context(model: Model, max_tokens: int) -> int:
+    """The tokens a grounded answer's token has before it, on average: its prompt's and half
+    the answer's."""
+    prompts = [
+        len(model.tokenize(render_messages(model, grounded_messages(i))))
+        for i in range(len(GROUNDED_PROMPTS))
+    ]
+    return round(sum(prompts) / len(prompts)) + max_tokens // 2
 
 
 def lookup_bounds(model: Model, report: CompareReport) -> None:
