@@ -151,9 +151,10 @@ def devices() -> None:
         )
     if not found:
         click.echo("no GPU found: models run on the CPU")
-    used = [name for name, on in cpu_features().items() if on == "1"]
+    features = cpu_features()
+    used = [name for name, on in features.items() if on == "1"]
     click.echo(f"CPU features llama.cpp uses: {' '.join(used) or 'none reported'}")
-    click.echo(f"repack auto: {repack_by_default()[1]}")
+    click.echo(f"repack auto: {repack_by_default(features)[1]}")
 
 
 @main.command()

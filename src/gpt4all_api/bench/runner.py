@@ -355,13 +355,18 @@ def run_compare(
     return report
 
 
+def grounded_prompts(model: Model) -> list[list[int]]:
+    """The grounded prompts' tokens, as the chat template renders them."""
+    return [
+        model.tokenize(render_messages(model, grounded_messages(i)))
+        for i in range(len(GROUNDED_PROMPTS))
+    ]
+
+
 def grounded_context(model: Model, max_tokens: int) -> int:
     """The tokens a grounded answer's token has before it, on average: its prompt's and half
     the answer's."""
-    prompts = [
-        len(model.tokenize(render_messages(model, grounded_messages(i))))
-        for i in range(len(GROUNDED_PROMPTS))
-    ]
+    prompts = [len(p) for p in grounded_prompts(model)]
     return round(sum(prompts) / len(prompts)) + max_tokens // 2
 
 
@@ -374,11 +379,9 @@ def lookup_bounds(model: Model, report: CompareReport) -> None:
         return
     every = off.texts()  # pass after pass
     texts = every[: off.per_pass or len(every)]
+    prompts = grounded_prompts(model)
     cases = [
-        (
-            model.tokenize(render_messages(model, grounded_messages(i))),
-            model.tokenize(text, add_special=False),
-        )
+        (prompts[i % len(prompts)], model.tokenize(text, add_special=False))
         for i, text in enumerate(texts)
     ]
     report.lookup_bound = perfect_lookup_speedup(cases, report.step_costs)

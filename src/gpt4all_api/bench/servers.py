@@ -75,14 +75,18 @@ def ours_command(opts: ServerOptions, port: int) -> list[str]:
     ]
 
 
+def _no_repack() -> list[str]:
+    """`--no-repack` where our `repack=auto` keeps the weights as the file has them
+    (`devices.repack_by_default`), for the other servers to run the same kernels."""
+    return [] if repack_by_default()[0] else ["--no-repack"]
+
+
 def llama_cpp_command(opts: ServerOptions, port: int) -> list[str]:
-    # the weights laid out as ours are (`repack` auto: `devices.repack_by_default`)
-    repack = [] if repack_by_default()[0] else ["--no-repack"]
     return [
         sys.executable,
         "-m",
         "gpt4all_api.bench.llama_cpp_server",
-        *repack,
+        *_no_repack(),
         "--model",
         str(opts.model_path),
         "--model_alias",
@@ -116,8 +120,6 @@ def llama_server_command(opts: ServerOptions, port: int) -> list[str]:
         raise ValueError("no llama-server binary given")
     cache = ["-ctk", opts.kv_types[0], "-ctv", opts.kv_types[1]]
     fa = ["-fa", "on"] if needs_flash_attention(opts.kv_types) else ["-fa", "auto"]
-    # the weights laid out as ours are (`repack` auto: `devices.repack_by_default`)
-    repack = [] if repack_by_default()[0] else ["--no-repack"]
     return [
         str(opts.llama_server),
         "--model",
@@ -142,7 +144,7 @@ def llama_server_command(opts: ServerOptions, port: int) -> list[str]:
         str(opts.batch_size),
         *cache,
         *fa,
-        *repack,
+        *_no_repack(),
         "--no-webui",
         *opts.llama_server_args,
     ]

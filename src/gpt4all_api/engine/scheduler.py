@@ -119,7 +119,7 @@ class Engine(Admission):
             name=self.name,
         )
         self._admitted = 0
-        self._drafter = Drafter(config.draft_max, self.n_ctx_seq)
+        self._drafter = Drafter(self.n_ctx_seq)
         self._jobs = JobMaker(model, config)
         cores = CoreShare(config.threads) if config.share_cores else None
         self._cores = cores if cores is not None and cores.enabled else None

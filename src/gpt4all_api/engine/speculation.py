@@ -11,8 +11,7 @@ from .sequences import Job
 
 
 class Drafter:
-    def __init__(self, draft_max: int, n_ctx_seq: int):
-        self.draft_max = draft_max
+    def __init__(self, n_ctx_seq: int):
         self.n_ctx_seq = n_ctx_seq
         self.step_cost = StepCost()  # what a step of generation costs, by its tokens
         self.odds = DraftOdds()  # how often each kind of draft is right
