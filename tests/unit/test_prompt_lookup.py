@@ -153,6 +153,31 @@ def test_passes_split_a_step_as_llama_cpp_does_with_the_kv_kept_apart() -> None:
     assert passes([5], [17]) == [17]
 
 
+def test_a_step_in_sequence_order_takes_fewer_passes() -> None:
+    """New prompts go into the batch after the generating sequences' tokens; put in sequence
+    order, a wave of cached prompts (one token left each) shares the generating ones' pass."""
+    from gpt4all_api.engine.drafting import passes, sequence_order
+
+    def sort(ids: list[int], tokens: list[int]) -> tuple[list[int], list[int]]:
+        flat = [s for s, n in zip(ids, tokens, strict=True) for _ in range(n)]
+        order = sequence_order(flat)
+        assert order is not None
+        pos = [flat[i] for i in order]
+        return sorted(set(ids)), [pos.count(s) for s in sorted(set(ids))]
+
+    # sequence 5 generating, prompts for 0-4 and 6-15 admitted with their last token to read
+    ids, tokens = [5, *range(5), *range(6, 16)], [1] * 16
+    assert passes(ids, tokens) == [11, 5]
+    assert passes(*sort(ids, tokens)) == [16]
+    # generating 0-3 and 5-8, a prompt of 20 tokens for 4
+    ids, tokens = [0, 1, 2, 3, 5, 6, 7, 8, 4], [1] * 8 + [20]
+    assert passes(ids, tokens) == [5, 4, 19]
+    assert passes(*sort(ids, tokens)) == [9, 19]
+    # each sequence's tokens keep their order, and a sorted batch is left alone
+    assert sequence_order([3, 3, 3, 1, 1]) == [3, 4, 0, 1, 2]
+    assert sequence_order([0, 0, 1, 2, 2]) is None
+
+
 def test_with_kv_kept_apart_a_draft_pays_for_the_passes_it_adds() -> None:
     """Eight sequences with their KV apart: llama.cpp puts one token of each in a pass, and
     the drafted tokens in passes of their own. Measured on two cores: a step of 8 tokens took
