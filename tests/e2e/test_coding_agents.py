@@ -81,6 +81,8 @@ def _server(home: Path, models_dir: Path, *extra: str) -> ServerProcess:
             "0",
             "--temperature",
             "0",
+            "--kv-cache-type",
+            "f16",
             *extra,
         ],
     )
