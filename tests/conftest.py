@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,13 @@ HTTP = httpx.Client(timeout=300)
 def _close_http() -> Iterator[None]:
     yield
     HTTP.close()
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child a test stops with SIGINT, as Ctrl-C at a terminal would: a job
+    started in the background by a non-interactive shell (`cmd &`, as CI runners may) ignores
+    SIGINT, its children inherit that, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

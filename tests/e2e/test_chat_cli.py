@@ -15,7 +15,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess, default_sigint, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -128,6 +128,7 @@ def test_ctrl_c_stops_a_reply_and_frees_the_slot(server: ServerProcess, tmp_path
         stderr=subprocess.PIPE,
         env=clean_env(),
         cwd=tmp_path,
+        preexec_fn=default_sigint,  # Ctrl-C as at a terminal
     )
     with proc:
         assert proc.stdin and proc.stdout and proc.stderr

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, default_sigint
 from fixtures.catalog_server import CatalogServer, digests, fixture_files
 
 pytestmark = pytest.mark.e2e
@@ -569,7 +569,7 @@ def test_cli_pull_interrupted_then_resumed(tmp_path: Path, upstream: CatalogServ
     models = tmp_path / "models"
     partial = models / "incomplete-smol-test.gguf"
     upstream.rate = 8_000_000
-    p = cli(models, upstream.catalog_url, "pull", "Smol Test")
+    p = cli(models, upstream.catalog_url, "pull", "Smol Test", preexec_fn=default_sigint)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (
         partial.exists() and partial.stat().st_size > 5_000_000

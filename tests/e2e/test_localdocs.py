@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, default_sigint
 
 pytestmark = pytest.mark.e2e
 
@@ -667,6 +667,7 @@ def test_cli_docs_add_watch_keeps_the_collection_current(
             stdout=sink,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=default_sigint,  # stopped with Ctrl-C as at a terminal
         )
         try:
             _wait_for(out, "watched: 1 added")

@@ -378,9 +378,7 @@ class Engine(Admission):
                 job.batch_index = n - 1
         return n, scored
 
-    def _sort_batch(
-        self, n: int, scored: list[tuple[Job, int, int]]
-    ) -> list[tuple[Job, int, int]]:
+    def _sort_batch(self, n: int, scored: list[tuple[Job, int, int]]) -> list[tuple[Job, int, int]]:
         """Put the batch's `n` tokens in sequence order (`drafting.sequence_order`): with a KV
         stream per sequence, a prompt that joins running sequences then shares their pass (a
         whole wave of cached prompts takes one pass, not one for the generating sequences and
