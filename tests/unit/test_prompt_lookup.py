@@ -156,7 +156,8 @@ def test_passes_split_a_step_as_llama_cpp_does_with_the_kv_kept_apart() -> None:
 def test_a_step_in_sequence_order_takes_fewer_passes() -> None:
     """New prompts go into the batch after the generating sequences' tokens; put in sequence
     order, a wave of cached prompts (one token left each) shares the generating ones' pass."""
-    from gpt4all_api.engine.drafting import passes, sequence_order
+    from gpt4all_api.engine.batch_order import sequence_order
+    from gpt4all_api.engine.drafting import passes
 
     def sort(ids: list[int], tokens: list[int]) -> tuple[list[int], list[int]]:
         flat = [s for s, n in zip(ids, tokens, strict=True) for _ in range(n)]
@@ -176,6 +177,28 @@ def test_a_step_in_sequence_order_takes_fewer_passes() -> None:
     # each sequence's tokens keep their order, and a sorted batch is left alone
     assert sequence_order([3, 3, 3, 1, 1]) == [3, 4, 0, 1, 2]
     assert sequence_order([0, 0, 1, 2, 2]) is None
+
+
+def test_sort_batch_moves_each_token_with_its_position_sequence_and_logits_flag() -> None:
+    import llama_cpp as lc
+
+    from gpt4all_api.engine.batch_order import sort_batch
+
+    rows = [(20, 7, 2, 1), (21, 8, 2, 0), (0, 3, 0, 1), (10, 5, 1, 0), (11, 6, 1, 1)]
+    batch = lc.llama_batch_init(8, 0, 1)
+    try:
+        for i, (token, pos, seq, logits) in enumerate(rows):
+            batch.token[i], batch.pos[i], batch.logits[i] = token, pos, logits
+            batch.n_seq_id[i], batch.seq_id[i][0] = 1, seq
+        where = sort_batch(batch, len(rows))
+        got = [
+            (batch.token[i], batch.pos[i], batch.seq_id[i][0], batch.logits[i]) for i in range(5)
+        ]
+        assert got == [rows[2], rows[3], rows[4], rows[0], rows[1]]
+        assert where == [3, 4, 0, 1, 2]  # the old position's new one
+        assert sort_batch(batch, len(rows)) is None  # sorted already
+    finally:
+        lc.llama_batch_free(batch)
 
 
 def test_with_kv_kept_apart_a_draft_pays_for_the_passes_it_adds() -> None:

@@ -170,17 +170,6 @@ def passes(seq_ids: list[int], tokens: list[int]) -> list[int]:
         out.append(k * len(chosen))
 
 
-def sequence_order(seq_ids: list[int]) -> list[int] | None:
-    """The batch positions in the order that sorts a step's tokens by sequence id, each
-    sequence's own tokens kept in their order; None when they already are. With a KV stream per
-    sequence a pass takes only sequences whose ids follow each other in batch order (`passes`),
-    so new prompts put after the generating sequences' tokens cost passes of their own:
-    generating sequences 5-15 and prompts' last tokens for sequences 0-4 take passes of 11
-    and 5 tokens, and one of 16 once sorted."""
-    order = sorted(range(len(seq_ids)), key=seq_ids.__getitem__)
-    return None if all(i == k for i, k in enumerate(order)) else order
-
-
 def can_pay(base: int, budget: int, split: bool) -> bool:
     """Whether any draft could raise a step's tokens per second: a step of `base` generated
     tokens with room for `budget` drafted ones. In one pass, yes. Split into passes (`split`),

@@ -30,8 +30,8 @@ import llama_cpp as lc
 from ..errors import APIError, EngineError, InvalidRequest, Overloaded
 from . import kv_pages, llama_log
 from .admission import Admission
+from .batch_order import sort_batch
 from .cores import CoreShare
-from .drafting import sequence_order
 from .emit import GONE, Emitter, Ending
 from .jobs import JobMaker
 from .logprobs import LogprobReader
@@ -289,8 +289,13 @@ class Engine(Admission):
         n, scored = self._put_prompts(n)
         if n == 0:
             return
-        if not self.unified and n > generation_only:
-            scored = self._sort_batch(n, scored)
+        # with a KV stream per sequence, new prompts share the generating sequences' pass
+        # once the batch is in sequence order (`batch_order`); logits positions move along
+        if not self.unified and n > generation_only and (where := sort_batch(self._batch, n)):
+            for job in self._active:
+                if job.batch_index >= 0:
+                    job.batch_index = where[job.batch_index]
+            scored = [(job, where[first], start) for job, first, start in scored]
         self._batch.n_tokens = n
         if self._cores is not None and (threads := self._cores.advise()) is not None:
             lc.llama_set_n_threads(self._ctx, threads, threads)
@@ -377,33 +382,6 @@ class Engine(Admission):
                 self._batch.logits[n - 1] = 1
                 job.batch_index = n - 1
         return n, scored
-
-    def _sort_batch(self, n: int, scored: list[tuple[Job, int, int]]) -> list[tuple[Job, int, int]]:
-        """Put the batch's `n` tokens in sequence order (`drafting.sequence_order`): with a KV
-        stream per sequence, a prompt that joins running sequences then shares their pass (a
-        whole wave of cached prompts takes one pass, not one for the generating sequences and
-        more for the prompts). Each job's logits position and the `echo` chunks' batch
-        positions move with their tokens; returns the chunks."""
-        b = self._batch
-        seqs = [b.seq_id[i][0] for i in range(n)]
-        order = sequence_order(seqs)
-        if order is None:
-            return scored
-        where = [0] * n
-        for new, old in enumerate(order):
-            where[old] = new
-        tokens = [b.token[i] for i in order]
-        positions = [b.pos[i] for i in order]
-        logits = [b.logits[i] for i in order]
-        for i, old in enumerate(order):
-            b.token[i] = tokens[i]
-            b.pos[i] = positions[i]
-            b.seq_id[i][0] = seqs[old]
-            b.logits[i] = logits[i]
-        for job in self._active:
-            if job.batch_index >= 0:
-                job.batch_index = where[job.batch_index]
-        return [(job, where[first], start) for job, first, start in scored]
 
     def _verify(self, job: Job) -> None:
         """Sample the job's next token, and while it equals the next drafted token (which the
