@@ -137,9 +137,9 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
 
 
 def _assert_prefix_reused(server: ServerProcess, route: str, at_least: int = 0) -> None:
-    # with usage: a request its client gave up on ends without (Claude Code abandoned its
-    # cold 12,000-token first request after the 750 s prefill on a 2-core Xeon, and its retry
-    # found that prefill in the KV cache)
+    # with usage: a request its client gave up on ends without (Claude Code gave up on its
+    # cold 12,000-token first request after a 750 s prefill with q8_0 keys on a 2-core Xeon;
+    # its retry found that prefill in the KV cache)
     lines = [
         f for f in access_lines(server, route) if f.get("status") == "200" and "prompt_tokens" in f
     ]

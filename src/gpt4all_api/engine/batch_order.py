@@ -13,12 +13,9 @@ import llama_cpp as lc
 
 def sequence_order(seq_ids: list[int]) -> list[int] | None:
     """The batch positions in the order that sorts a step's tokens by sequence id, each
-    sequence's own tokens kept in their order; None when they already are. With a KV stream per
-    sequence a pass takes only sequences whose ids follow each other in batch order
-    (`drafting.passes`),
-    so new prompts put after the generating sequences' tokens cost passes of their own:
-    generating sequences 5-15 and prompts' last tokens for sequences 0-4 take passes of 11
-    and 5 tokens, and one of 16 once sorted."""
+    sequence's own tokens kept in their order; None when they already are. Generating
+    sequences 5-15 and prompts' last tokens for sequences 0-4, in that order, take passes of
+    11 and 5 tokens (`drafting.passes`), and one of 16 once sorted."""
     order = sorted(range(len(seq_ids)), key=seq_ids.__getitem__)
     return None if all(i == k for i, k in enumerate(order)) else order
 
