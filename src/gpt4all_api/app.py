@@ -59,6 +59,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         lazy_kv=settings.lazy_kv,
         max_queue=settings.max_queue,
         kv_types=settings.kv_types,
+        flash_attention=settings.flash_attention,
         kv_unified=settings.kv_unified,
         kv_size=settings.kv_size or 0,
         prompt_lookup=settings.prompt_lookup,

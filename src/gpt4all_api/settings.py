@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .engine.kv_types import DEFAULT_KV_TYPES, KVType
+from .engine.kv_types import DEFAULT_KV_TYPES, FlashAttention, KVType
 
 
 def gpt4all_models_dir() -> Path:
@@ -206,6 +206,14 @@ class Settings(BaseSettings):
         None,
         validation_alias=_env("kv_cache_type_v"),
         description="KV cache precision of the values (default f16, or kv_cache_type).",
+    )
+    flash_attention: FlashAttention = Field(
+        "auto",
+        validation_alias=_env("flash_attention"),
+        description="Attention through llama.cpp's flash attention kernel (llama-server's -fa). "
+        "auto: on with a q8_0 K or V cache, else llama.cpp's auto. off: on the CPU, long "
+        "prompts prefill and generate several times faster, but greedy answers may then "
+        "depend on the batching. A q8_0 V cache needs it on.",
     )
     # -- GPU offload (docs/gpu.md) -----------------------------------------------------------
     device: Literal["auto", "cpu", "gpu", "metal", "cuda", "vulkan"] = Field(
@@ -555,6 +563,14 @@ class Settings(BaseSettings):
         k = self.kv_cache_type_k or self.kv_cache_type or DEFAULT_KV_TYPES[0]
         v = self.kv_cache_type_v or self.kv_cache_type or DEFAULT_KV_TYPES[1]
         return k, v
+
+    @field_validator("flash_attention")
+    @classmethod
+    def _flash_needed(cls, value: str, info: ValidationInfo) -> str:
+        v = info.data.get("kv_cache_type_v") or info.data.get("kv_cache_type")
+        if value == "off" and v == "q8_0":
+            raise ValueError("off needs f16 values: llama.cpp runs a q8_0 V cache only with it")
+        return value
 
     @field_validator("device", "split_mode", mode="before")
     @classmethod

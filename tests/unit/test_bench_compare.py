@@ -65,6 +65,10 @@ def test_llama_server_gets_what_our_server_gets() -> None:
     assert cmd[-2:] == ["--spec-type", "ngram-simple"]
     f16 = llama_server_command(opts(kv_types=("f16", "f16")), 1)
     assert flag(f16, "-ctk") == flag(f16, "-ctv") == "f16" and flag(f16, "-fa") == "auto"
+    # flash attention off in both servers (a q8_0 K with f16 values runs without it)
+    off = opts(flash_attention="off")
+    assert flag(llama_server_command(off, 1), "-fa") == "off"
+    assert flag(ours_command(off, 1), "--flash-attention") == "off"
     with pytest.raises(ValueError):
         llama_server_command(opts(llama_server=None), 1)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gpt4all_api.engine.devices import Device
+from gpt4all_api.engine.kv_types import flash_attention_on
 from gpt4all_api.engine.offload import (
     LayerCosts,
     MiB,
@@ -72,6 +73,24 @@ def test_costs_from_the_real_header(costs: LayerCosts) -> None:
     assert costs.layer_kv == (16384 * 3 * 128 * 34 // 32,) * 30
     in_file = sum(t.n_bytes for t in read_info(embedded_model_path()).tensors)
     assert sum(costs.layer_weights) + costs.input_weights + 576 * 4 == in_file
+
+
+def test_without_flash_attention_the_scores_take_compute_room(costs: LayerCosts) -> None:
+    info = read_info(embedded_model_path())
+    off = layer_costs(
+        info,
+        context_size=2048,
+        parallel=8,
+        batch_size=512,
+        kv_types=("q8_0", "f16"),
+        flash_attention=False,
+    )
+    # f32 scores of a 512-token micro-batch against 2,048 cells in each of 9 heads
+    assert off.compute_layers == costs.compute_layers + 4 * 512 * 2048 * 9
+    assert off.compute_output == costs.compute_output
+    # the fit reads the setting: off with f16 values, and on whenever the V cache is q8_0
+    settings = Settings(flash_attention="off", context_size=2048, parallel=8)
+    assert not flash_attention_on(settings.flash_attention, settings.kv_types)
 
 
 def test_kv_cells_are_padded_like_llama_cpp() -> None:

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from gpt4all_api.cli import _settings
+from gpt4all_api.engine.kv_types import flash_attention_on
 from gpt4all_api.settings import Settings, gpt4all_models_dir
 
 
@@ -112,3 +113,20 @@ def test_kv_cache_types_default_to_q8_0_keys_and_f16_values(
     assert Settings().kv_types == ("q8_0", "q8_0")
     with pytest.raises(ValueError):
         Settings(kv_cache_type_k="q4_0")
+
+
+def test_flash_attention_follows_the_kv_types_unless_told() -> None:
+    # auto: on with a q8_0 cache (one query row at a time: batch-invariant sums), else
+    # llama.cpp's own auto (None)
+    assert flash_attention_on("auto", ("q8_0", "f16")) is True
+    assert flash_attention_on("auto", ("f16", "f16")) is None
+    assert flash_attention_on("off", ("q8_0", "f16")) is False
+    assert flash_attention_on("on", ("f16", "f16")) is True
+    assert Settings(flash_attention="off").flash_attention == "off"
+    # llama.cpp runs a q8_0 V cache only with flash attention
+    with pytest.raises(ValueError, match="f16 values"):
+        Settings(flash_attention="off", kv_cache_type_v="q8_0")
+    with pytest.raises(ValueError, match="f16 values"):
+        Settings(flash_attention="off", kv_cache_type="q8_0")
+    with pytest.raises(ValueError):
+        Settings(flash_attention="maybe")

@@ -116,6 +116,13 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
     help="With --compare: the V cache type (llama-server's -ctv).",
 )
 @click.option(
+    "--flash-attention",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="With --compare: flash attention in our server and llama-server (-fa).",
+)
+@click.option(
     "--server-arg",
     "server_args",
     multiple=True,
@@ -238,6 +245,7 @@ def bench(**o: Any) -> None:
                 o["kv_cache_type_k"] or o["kv_cache_type"] or DEFAULT_KV_TYPES[0],
                 o["kv_cache_type_v"] or o["kv_cache_type"] or DEFAULT_KV_TYPES[1],
             ),
+            flash_attention=o["flash_attention"],
             llama_server=o["llama_server"],
             llama_server_args=tuple(o["llama_server_args"]),
         )

@@ -48,6 +48,7 @@ class EngineAlone:
             batch_size=options.batch_size,
             kv_cache_type_k=options.kv_types[0],
             kv_cache_type_v=options.kv_types[1],
+            flash_attention=options.flash_attention,
         )
         self.model = model
         self.config = engine_config(settings)

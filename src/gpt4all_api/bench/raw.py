@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import llama_cpp as lc
 
+from ..engine.kv_types import flash_attention_on
 from ..engine.model import Model, kv_cache_types
 from ..engine.templates import render_jinja, render_plain
 from .load import chat_messages
@@ -67,6 +68,7 @@ def step_costs(
     context_size: int = 2048,
     batch_size: int = 512,
     kv_types: tuple[str, str] = ("f16", "f16"),
+    flash_attention: str = "auto",
     trials: int = 7,
     context: int | None = None,
     all_logits: bool = True,
@@ -78,7 +80,8 @@ def step_costs(
     `context`: that many filler tokens in the KV instead of the chat prompt; `all_logits` False:
     only the step's last token's logits (verifying a draft needs them all)."""
     n_batch = max(batch_size, max(sizes))
-    ctx = _context(model, context_size, 1, n_batch, threads, kv_types, "the step costs")
+    flash = flash_attention_on(flash_attention, kv_types)
+    ctx = _context(model, context_size, 1, n_batch, threads, kv_types, flash, "the step costs")
     batch = lc.llama_batch_init(n_batch, 0, 1)
     sampler = lc.llama_sampler_init_greedy()
     mem = lc.llama_get_memory(ctx)
@@ -138,7 +141,7 @@ def raw_decode(
     """Median over `reps` runs of greedy decoding `steps` tokens for each of `n_seq` sequences."""
     n_batch = max(batch_size, n_seq)
     ctx = _context(
-        model, context_size, n_seq, n_batch, threads, ("f16", "f16"), "the raw benchmark"
+        model, context_size, n_seq, n_batch, threads, ("f16", "f16"), None, "the raw benchmark"
     )
     batch = lc.llama_batch_init(n_batch, 0, 1)
     samplers = [lc.llama_sampler_init_greedy() for _ in range(n_seq)]
@@ -185,6 +188,7 @@ def _context(
     n_batch: int,
     threads: int,
     kv_types: tuple[str, str],
+    flash: bool | None,
     purpose: str,
 ) -> lc.llama_context_p:
     """A context of `n_seq` sequences of `context_size` tokens, each in its own KV stream."""
@@ -194,7 +198,7 @@ def _context(
     params.n_batch = params.n_ubatch = n_batch
     params.n_threads = params.n_threads_batch = threads
     params.kv_unified = False
-    kv_cache_types(params, *kv_types)  # as the servers run it
+    kv_cache_types(params, kv_types, flash)  # as the servers run it
     params.no_perf = True
     ctx = lc.llama_init_from_model(model.ptr, params)
     if not ctx:

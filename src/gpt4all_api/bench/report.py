@@ -321,10 +321,9 @@ def compare_text(report: CompareReport) -> str:
         f"{', '.join(map(str, m['load_average_at_start']))}.",
         f"Model {o.model_path.name}; {o.threads} threads; context {o.context_size} per sequence; "
         f"batch {o.batch_size}; parallel slots {o.parallel} (ours and llama-server); KV cache "
-        f"K {o.kv_types[0]}, V {o.kv_types[1]}; chat, max_tokens {report.config.max_tokens}, "
-        f"temperature {report.config.temperature:g}, repeat_penalty 1; output tokens counted "
-        "with the model's tokenizer for "
-        "every server.",
+        f"K {o.kv_types[0]}, V {o.kv_types[1]}; flash attention {o.flash_attention}; chat, "
+        f"max_tokens {report.config.max_tokens}, temperature {report.config.temperature:g}, "
+        "repeat_penalty 1; output tokens counted with the model's tokenizer for every server.",
         "",
         "## Side by side",
         "",

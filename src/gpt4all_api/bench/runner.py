@@ -293,6 +293,7 @@ def run_compare(
                     context_size=options.context_size,
                     batch_size=options.batch_size,
                     kv_types=options.kv_types,
+                    flash_attention=options.flash_attention,
                     context=held,
                 )
             )

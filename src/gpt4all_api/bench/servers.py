@@ -17,7 +17,7 @@ import httpx
 
 from ..cli_threads import child_env
 from ..engine.devices import repack_by_default
-from ..engine.kv_types import DEFAULT_KV_TYPES, needs_flash_attention
+from ..engine.kv_types import DEFAULT_KV_TYPES, flash_attention_on
 
 
 def free_port() -> int:
@@ -39,6 +39,7 @@ class ServerOptions:
     extra_args: tuple[str, ...] = ()  # more flags for our server (tuning runs)
     #: Ours and llama-server's K and V cache types (a quantized one runs flash attention).
     kv_types: tuple[str, str] = DEFAULT_KV_TYPES
+    flash_attention: str = "auto"  # ours and llama-server's (-fa), as kv_types.flash_attention_on
     llama_server: Path | None = None  # llama.cpp's llama-server binary, when compared
     llama_server_args: tuple[str, ...] = ()  # more flags for llama-server
 
@@ -69,6 +70,8 @@ def ours_command(opts: ServerOptions, port: int) -> list[str]:
         opts.kv_types[0],
         "--kv-cache-type-v",
         opts.kv_types[1],
+        "--flash-attention",
+        opts.flash_attention,
         "--log-level",
         "warning",
         *opts.extra_args,
@@ -119,7 +122,8 @@ def llama_server_command(opts: ServerOptions, port: int) -> list[str]:
     if opts.llama_server is None:
         raise ValueError("no llama-server binary given")
     cache = ["-ctk", opts.kv_types[0], "-ctv", opts.kv_types[1]]
-    fa = ["-fa", "on"] if needs_flash_attention(opts.kv_types) else ["-fa", "auto"]
+    flash = flash_attention_on(opts.flash_attention, opts.kv_types)
+    fa = ["-fa", {True: "on", False: "off", None: "auto"}[flash]]
     return [
         str(opts.llama_server),
         "--model",

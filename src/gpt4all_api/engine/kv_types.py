@@ -15,7 +15,26 @@ KV_TYPE_NAMES: tuple[str, ...] = get_args(KVType)
 DEFAULT_KV_TYPES: tuple[KVType, KVType] = ("q8_0", "f16")
 
 
+FlashAttention = Literal["auto", "on", "off"]
+
+
 def needs_flash_attention(kv_types: tuple[str, str]) -> bool:
-    """llama.cpp runs a quantized V cache only with flash attention; a quantized K cache with
-    f16 values takes the same kernel (the row-at-a-time sums above)."""
+    """llama.cpp runs a quantized V cache only with flash attention; `auto` also runs a
+    quantized K cache with f16 values through it (the row-at-a-time sums above)."""
     return "q8_0" in kv_types
+
+
+def flash_attention_on(mode: str, kv_types: tuple[str, str]) -> bool | None:
+    """Whether attention runs through llama.cpp's flash attention kernel; None: llama.cpp
+    decides (its own auto: on where the device has the kernel, the CPU included).
+
+    `off` suits long contexts on the CPU: there the kernel walks the KV cache one query row
+    and one cell at a time, and the matrix products it replaces prefill a 6,000-token prompt
+    4.6x faster and generate after it 2.9x faster (docs/performance.md, "Flash attention on
+    the CPU"). Their sums, though, depend on how many tokens were in the batch, so greedy
+    answers may differ with the batching, as with f16 keys."""
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    return True if needs_flash_attention(kv_types) else None

@@ -16,7 +16,7 @@ import llama_cpp as lc
 
 from ..errors import InvalidRequest
 from . import devices, llama_log
-from .kv_types import KV_TYPE_NAMES, needs_flash_attention
+from .kv_types import KV_TYPE_NAMES
 from .offload import OffloadPlan
 
 SPLIT_MODES = {
@@ -46,16 +46,21 @@ def init_backend() -> None:
 _KV_GGML_TYPES = {name: getattr(lc, f"GGML_TYPE_{name.upper()}") for name in KV_TYPE_NAMES}
 
 
-def kv_cache_types(params: lc.llama_context_params, type_k: str, type_v: str) -> None:
-    """Set a context's KV cache types ("f16" or "q8_0"). A quantized cache runs attention
-    through flash attention (llama.cpp needs it for a quantized V). On the CPU, flash attention
-    over a K and a V of unlike types, or of quantized ones, sums one query row at a time, so a
-    token's logits do not depend on what else was in its batch; over f16 K and V with flash
-    attention on, a batch of queries takes a tiled kernel whose sums do (docs/performance.md)."""
-    params.type_k = _KV_GGML_TYPES[type_k]
-    params.type_v = _KV_GGML_TYPES[type_v]
-    if needs_flash_attention((type_k, type_v)):
-        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+def kv_cache_types(
+    params: lc.llama_context_params, kv_types: tuple[str, str], flash: bool | None
+) -> None:
+    """Set a context's KV cache types ("f16" or "q8_0") and whether attention runs through
+    flash attention (`kv_types.flash_attention_on`; None: llama.cpp's auto). On the CPU, flash
+    attention over a K and a V of unlike types, or of quantized ones, sums one query row at a
+    time, and so do the matrix products without it: a token's logits do not depend on what
+    else was in its batch. Over f16 K and V with flash attention on, a batch of queries takes
+    a tiled kernel whose sums do (docs/performance.md)."""
+    params.type_k = _KV_GGML_TYPES[kv_types[0]]
+    params.type_v = _KV_GGML_TYPES[kv_types[1]]
+    if flash is not None:
+        params.flash_attn_type = (
+            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
 
 
 class ModelLoadError(Exception):

@@ -13,6 +13,7 @@ sizes come from the GGUF header (docs/gpu.md has the formula and its measured er
                   (with kv_unified: pad(kv_size, 256), one pool for all sequences)
     n_ubatch    = max(batch_size, 2 * parallel)
     compute     = 4 * n_ubatch * (4 * n_embd + n_ff)     on each device holding layers
+                + 4 * n_ubatch * n_ctx_seq * n_head      with flash attention off (the scores)
                 + 4 * n_ubatch * n_vocab                 on the device holding the output layer
 
 `auto` offloads the most layers whose estimate, plus a safety margin, fits each device's free
@@ -105,6 +106,7 @@ def layer_costs(
     batch_size: int,
     kv_types: tuple[str, str] = DEFAULT_KV_TYPES,  # the K and V caches' types
     kv_size: int = 0,  # a unified pool's size (0: `context_size` per sequence)
+    flash_attention: bool = True,  # off: the attention scores take room in the compute buffer
 ) -> LayerCosts:
     """The costs of a model from its GGUF header and the engine's context settings."""
     meta = info.metadata
@@ -148,12 +150,13 @@ def layer_costs(
     per_cell = n_head_kv * (head_k * _type_size(type_k) + head_v * _type_size(type_v))
     kv = round(kv_cells(context_size, parallel, kv_size) * per_cell)
     n_ubatch = max(batch_size, parallel * 2)
+    scores = 0 if flash_attention else 4 * n_ubatch * (kv_size or context_size) * n_head
     return LayerCosts(
         layer_weights=tuple(blocks),
         layer_kv=(kv,) * n_layer,
         output_weights=output,
         input_weights=token_embd,
-        compute_layers=4 * n_ubatch * (4 * n_embd + n_ff),
+        compute_layers=4 * n_ubatch * (4 * n_embd + n_ff) + scores,
         compute_output=4 * n_ubatch * n_vocab,
         tied=not has_output,
     )

@@ -43,6 +43,7 @@ class EngineConfig:
     max_queue: int = 0  # 0: unbounded
     #: The KV cache's (keys, values) types, "f16" or "q8_0" (half the memory; flash attention).
     kv_types: tuple[str, str] = DEFAULT_KV_TYPES
+    flash_attention: str = "auto"  # "on", "off"; auto: on with a q8_0 cache (kv_types.py)
     #: One KV pool shared by all sequences (llama.cpp's unified KV cache) instead of a fixed
     #: `context_size` per sequence: more sequences in the same memory, but a sequence's cells
     #: then sit wherever the pool had room, and the order attention sums them in (so the last
