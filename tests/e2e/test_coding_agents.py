@@ -71,7 +71,10 @@ def _server(home: Path, models_dir: Path, *extra: str) -> ServerProcess:
         models_dir=models_dir,
         log_path=home / "server.log",
         # greedy by default (neither agent sends a temperature): at 1.0 the 135M model can write
-        # until the context is full, minutes per turn on two cores
+        # until the context is full. Greedy too it sometimes does (with flash attention off the
+        # answer may change with the batching): about 10,000 tokens, which flash attention off
+        # generates in minutes; with it on, at 5-7 tok/s past 6,000 tokens, Codex's turn ran
+        # past the 25-minute limit.
         args=[
             "--context-size",
             "16384",
@@ -81,8 +84,8 @@ def _server(home: Path, models_dir: Path, *extra: str) -> ServerProcess:
             "0",
             "--temperature",
             "0",
-            "--kv-cache-type",
-            "f16",
+            "--flash-attention",
+            "off",
             *extra,
         ],
     )
@@ -119,17 +122,27 @@ def _clean_env(home: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str], env: dict[str, str], cwd: Path, server: ServerProcess
+) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
-    done = subprocess.run(
-        cmd,
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=SESSION_TIMEOUT,
-    )
+    try:
+        done = subprocess.run(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=SESSION_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        # what the server finished meanwhile (a request is logged when it ends)
+        log = server.log_path.read_text(errors="replace").splitlines()
+        pytest.fail(
+            f"{cmd[0].rsplit('/', 1)[-1]} ran past {SESSION_TIMEOUT}s; its stderr: "
+            f"{(exc.stderr or b'')[-2000:]!r}; the server's log ends:\n" + "\n".join(log[-20:])
+        )
     print(f"{cmd[0].rsplit('/', 1)[-1]} took {time.monotonic() - started:.0f}s")
     print("stdout:", done.stdout[-3000:])
     print("stderr:", done.stderr[-3000:])
@@ -138,8 +151,8 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
 
 def _assert_prefix_reused(server: ServerProcess, route: str, at_least: int = 0) -> None:
     # with usage: a request its client gave up on ends without (Claude Code gave up on its
-    # cold 12,000-token first request after a 750 s prefill with q8_0 keys on a 2-core Xeon;
-    # its retry found that prefill in the KV cache)
+    # cold 12,000-token first request after a 750 s prefill with q8_0 keys and flash attention
+    # on a 2-core Xeon; its retry found that prefill in the KV cache)
     lines = [
         f for f in access_lines(server, route) if f.get("status") == "200" and "prompt_tokens" in f
     ]
@@ -166,7 +179,7 @@ def _claude(agents_bin: Path, server: ServerProcess, tmp_path: Path, *args: str)
     common = ["--output-format", "json", "--model", M, "--max-turns", "1", *args]
     results = []
     for prompt in (["-p", "Say hi"], ["-p", "--continue", "Say bye"]):
-        done = _run([claude, *prompt, *common], env, work)
+        done = _run([claude, *prompt, *common], env, work, server)
         results.append({**json.loads(done.stdout), "returncode": done.returncode})
     return results
 
@@ -241,9 +254,9 @@ def test_codex_session(agents_bin: Path, agent_server: ServerProcess, tmp_path: 
         M,
     ]
     codex = str(agents_bin / "codex")
-    first = _run([codex, "exec", *flags, "Say hi"], env, work)
+    first = _run([codex, "exec", *flags, "Say hi"], env, work, agent_server)
     assert first.returncode == 0, first.stderr
-    second = _run([codex, "exec", *flags, "resume", "--last", "Say bye"], env, work)
+    second = _run([codex, "exec", *flags, "resume", "--last", "Say bye"], env, work, agent_server)
     assert second.returncode == 0, second.stderr
     for done in (first, second):  # Codex reports connection and protocol errors as "ERROR:"
         assert "ERROR" not in done.stderr, done.stderr
