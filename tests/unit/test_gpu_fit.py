@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from gpt4all_api.app import engine_config
 from gpt4all_api.engine.devices import Device
-from gpt4all_api.engine.kv_types import flash_attention_on
 from gpt4all_api.engine.offload import (
     LayerCosts,
     MiB,
@@ -88,9 +88,10 @@ def test_without_flash_attention_the_scores_take_compute_room(costs: LayerCosts)
     # f32 scores of a 512-token micro-batch against 2,048 cells in each of 9 heads
     assert off.compute_layers == costs.compute_layers + 4 * 512 * 2048 * 9
     assert off.compute_output == costs.compute_output
-    # the fit reads the setting: off with f16 values, and on whenever the V cache is q8_0
+    # the fit and the engine read one value from the settings: off with f16 values
     settings = Settings(flash_attention="off", context_size=2048, parallel=8)
-    assert not flash_attention_on(settings.flash_attention, settings.kv_types)
+    assert engine_config(settings).flash is False
+    assert engine_config(Settings()).flash is True  # q8_0 keys: on
 
 
 def test_kv_cells_are_padded_like_llama_cpp() -> None:

@@ -6,11 +6,11 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
-from ..engine.kv_types import DEFAULT_KV_TYPES, KV_TYPE_NAMES
+from ..engine.kv_types import DEFAULT_KV_TYPES, KV_TYPE_NAMES, FlashAttention
 
 
 def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -117,7 +117,7 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 )
 @click.option(
     "--flash-attention",
-    type=click.Choice(["auto", "on", "off"]),
+    type=click.Choice(get_args(FlashAttention)),
     default="auto",
     show_default=True,
     help="With --compare: flash attention in our server and llama-server (-fa).",

@@ -17,7 +17,7 @@ import httpx
 
 from ..cli_threads import child_env
 from ..engine.devices import repack_by_default
-from ..engine.kv_types import DEFAULT_KV_TYPES, flash_attention_on
+from ..engine.kv_types import DEFAULT_KV_TYPES, FlashAttention, flash_attention_on
 
 
 def free_port() -> int:
@@ -39,7 +39,7 @@ class ServerOptions:
     extra_args: tuple[str, ...] = ()  # more flags for our server (tuning runs)
     #: Ours and llama-server's K and V cache types (a quantized one runs flash attention).
     kv_types: tuple[str, str] = DEFAULT_KV_TYPES
-    flash_attention: str = "auto"  # ours and llama-server's (-fa), as kv_types.flash_attention_on
+    flash_attention: FlashAttention = "auto"  # ours and llama-server's (-fa)
     llama_server: Path | None = None  # llama.cpp's llama-server binary, when compared
     llama_server_args: tuple[str, ...] = ()  # more flags for llama-server
 

@@ -52,9 +52,9 @@ def kv_cache_types(
     """Set a context's KV cache types ("f16" or "q8_0") and whether attention runs through
     flash attention (`kv_types.flash_attention_on`; None: llama.cpp's auto). On the CPU, flash
     attention over a K and a V of unlike types, or of quantized ones, sums one query row at a
-    time, and so do the matrix products without it: a token's logits do not depend on what
-    else was in its batch. Over f16 K and V with flash attention on, a batch of queries takes
-    a tiled kernel whose sums do (docs/performance.md)."""
+    time, so a token's logits do not depend on what else was in its batch. Over f16 K and V
+    with flash attention on, a batch of queries takes a tiled kernel whose sums do; so do the
+    matrix products that replace flash attention when it is off (docs/performance.md)."""
     params.type_k = _KV_GGML_TYPES[kv_types[0]]
     params.type_v = _KV_GGML_TYPES[kv_types[1]]
     if flash is not None:

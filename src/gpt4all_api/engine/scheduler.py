@@ -34,7 +34,6 @@ from .batch_order import sort_batch
 from .cores import CoreShare
 from .emit import GONE, Emitter, Ending
 from .jobs import JobMaker
-from .kv_types import flash_attention_on
 from .logprobs import LogprobReader
 from .model import Model, kv_cache_types
 from .prompt_cache import PromptCache
@@ -83,8 +82,7 @@ class Engine(Admission):
         params.n_threads = config.threads
         params.n_threads_batch = config.threads
         params.kv_unified = config.kv_unified
-        flash = flash_attention_on(config.flash_attention, config.kv_types)
-        kv_cache_types(params, config.kv_types, flash)
+        kv_cache_types(params, config.kv_types, config.flash)
         params.no_perf = True
         regions = kv_pages.anonymous_regions() if config.lazy_kv else set()
         with llama_log.capture() as buffers:

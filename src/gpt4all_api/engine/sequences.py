@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-from .kv_types import DEFAULT_KV_TYPES
+from .kv_types import DEFAULT_KV_TYPES, FlashAttention, flash_attention_on
 from .lookup import PromptLookup
 from .reasoning import ReasoningSplitter
 from .request import GenerationRequest, RequestHandle, TokenLogprob
@@ -43,7 +43,7 @@ class EngineConfig:
     max_queue: int = 0  # 0: unbounded
     #: The KV cache's (keys, values) types, "f16" or "q8_0" (half the memory; flash attention).
     kv_types: tuple[str, str] = DEFAULT_KV_TYPES
-    flash_attention: str = "auto"  # "on", "off"; auto: on with a q8_0 cache (kv_types.py)
+    flash_attention: FlashAttention = "auto"  # auto: on with a q8_0 cache (kv_types.py)
     #: One KV pool shared by all sequences (llama.cpp's unified KV cache) instead of a fixed
     #: `context_size` per sequence: more sequences in the same memory, but a sequence's cells
     #: then sit wherever the pool had room, and the order attention sums them in (so the last
@@ -57,6 +57,11 @@ class EngineConfig:
     draft_max: int = 16  # most drafted tokens of one sequence in one step
     #: RAM for the KV of prompts whose sequence went to another prompt (prompt_cache.py); 0: off
     prompt_cache_mb: int = 1024
+
+    @property
+    def flash(self) -> bool | None:
+        """Flash attention on or off; None: llama.cpp's own auto (`flash_attention_on`)."""
+        return flash_attention_on(self.flash_attention, self.kv_types)
 
     @property
     def pool_cells(self) -> int:

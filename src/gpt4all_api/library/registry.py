@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from ..engine import llama_log
 from ..engine.devices import Device, gpu_devices
 from ..engine.embedding import Embedder
-from ..engine.kv_types import flash_attention_on
 from ..engine.model import Model, ModelLoadError
 from ..engine.offload import (
     LayerCosts,
@@ -244,8 +243,7 @@ class ModelRegistry:
             batch_size=self.config.batch_size,
             kv_types=self.config.kv_types,
             kv_size=self.config.pool_cells if self.config.kv_unified else 0,
-            flash_attention=flash_attention_on(self.config.flash_attention, self.config.kv_types)
-            is not False,
+            flash_attention=self.config.flash is not False,
         )
 
     def _plan(self, costs: LayerCosts, options: OffloadOptions, ours_free: bool) -> OffloadPlan:
