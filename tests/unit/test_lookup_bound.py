@@ -59,3 +59,17 @@ def test_the_engines_own_plan_replayed_lies_between_plain_decoding_and_the_cut_g
     fresh = list(range(300, 340))
     assert plan_speedup([(prompt, fresh)], COSTS) == pytest.approx([1.0])
     assert plan_speedup([], COSTS) == []
+
+
+def test_the_plan_replayed_with_other_odds_settings() -> None:
+    """`scripts/lookup-replay` tries the plan's odds with other settings on saved runs."""
+    from gpt4all_api.bench.lookup_bound import plan_speedup
+    from gpt4all_api.engine.drafting import DraftOdds
+
+    prompt = [7, 8, 9, *range(100, 180)]
+    copy = list(range(100, 170))
+    default = plan_speedup([(prompt, copy)], COSTS)
+    assert plan_speedup([(prompt, copy)], COSTS, odds=DraftOdds()) == default
+    # a prior worth many tokens keeps the first guesses' low odds longer: fewer drafts
+    slow = plan_speedup([(prompt, copy)], COSTS, odds=DraftOdds(weight=50.0))
+    assert 1.0 <= slow[0] < default[0]

@@ -149,14 +149,19 @@ def cost_line(costs: Sequence[StepCost], widest: int) -> tuple[float, float]:
 
 
 def plan_speedup(
-    cases: Cases, costs: Sequence[StepCost], passes: int = 1, draft_max: int = 16
+    cases: Cases,
+    costs: Sequence[StepCost],
+    passes: int = 1,
+    draft_max: int = 16,
+    odds: DraftOdds | None = None,
 ) -> list[float]:
     """Per pass over the answers: tokens over single-token steps when every step drafts what
     the engine's plan takes of `PromptLookup`'s guess, its odds learned as the engine learns
-    them, with the cost line through the measured steps."""
+    them (a fresh `odds` given: with its settings), with the cost line through the measured
+    steps."""
     if not costs or not cases:
         return []
-    odds = DraftOdds()
+    odds = odds or DraftOdds()
     line = cost_line(costs, draft_max + 1)
 
     def take(look: PromptLookup, guess: list[int], _: int) -> int:
