@@ -371,6 +371,20 @@ def grounded_context(model: Model, max_tokens: int) -> int:
     return round(sum(prompts) / len(prompts)) + max_tokens // 2
 
 
+def grounded_cases(
+    model: Model, every: list[str], per_pass: int
+) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """(prompt tokens, answer tokens) of one pass of grounded answers given pass after pass
+    (`per_pass` answers each, 0: one pass), and how many passes there were."""
+    texts = every[: per_pass or len(every)]
+    prompts = grounded_prompts(model)
+    cases = [
+        (prompts[i % len(prompts)], model.tokenize(text, add_special=False))
+        for i, text in enumerate(texts)
+    ]
+    return cases, len(every) // len(texts) if texts else 0
+
+
 def lookup_bounds(model: Model, report: CompareReport) -> None:
     """`perfect_lookup_speedup`, `cut_guess_speedup` and `plan_speedup` of our greedy grounded
     answers (lookup off), with the step costs measured in this run; left unset without either."""
@@ -378,14 +392,7 @@ def lookup_bounds(model: Model, report: CompareReport) -> None:
     off = next((g for g in ours.grounded if g.label == "prompt lookup off"), None) if ours else None
     if not report.step_costs or off is None or off.errors:
         return
-    every = off.texts()  # pass after pass
-    texts = every[: off.per_pass or len(every)]
-    prompts = grounded_prompts(model)
-    cases = [
-        (prompts[i % len(prompts)], model.tokenize(text, add_special=False))
-        for i, text in enumerate(texts)
-    ]
+    cases, passes = grounded_cases(model, off.texts(), off.per_pass)
     report.lookup_bound = perfect_lookup_speedup(cases, report.step_costs)
-    passes = len(every) // len(texts) if texts else 0
     report.guess_bound = cut_guess_speedup(cases, report.step_costs, passes)
     report.plan_bound = plan_speedup(cases, report.step_costs, passes)
