@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import HTTP
+from conftest import HTTP, ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -94,6 +94,16 @@ def test_chat_stream_matches_non_stream(client: openai.OpenAI) -> None:
     assert "".join(pieces) == full.choices[0].message.content
     assert finish == full.choices[0].finish_reason
     assert usage is not None and usage.completion_tokens == full.usage.completion_tokens
+
+
+def test_served_on_uvloop_and_httptools(server: ServerProcess, client: openai.OpenAI) -> None:
+    """`serve` says at startup which event loop and HTTP parser uvicorn runs; the package's
+    dependencies make them the C ones, and a streamed answer comes through them."""
+    stream = client.chat.completions.create(
+        model=EMBEDDED, messages=[{"role": "user", "content": "Hi"}], max_tokens=8, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert "event loop uvloop, HTTP httptools" in server.log_path.read_text(errors="replace")
 
 
 def test_completion_and_tokenize_agree(client: openai.OpenAI, base_url: str) -> None:
