@@ -66,7 +66,7 @@ def serve(**flags: Any) -> None:
     # signal once it is done: end with status 0 then.
     AppStatus.disable_automatic_graceful_drain()
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    loop, http = http_stack()
+    loop, http = _http_stack()
     click.echo(
         f"gpt4all-api on http://{settings.host}:{settings.port}/v1 "
         f"(default model: {app.state.server.default_model}; event loop {loop}, HTTP {http})",
@@ -84,7 +84,7 @@ def serve(**flags: Any) -> None:
     )
 
 
-def http_stack() -> tuple[str, str]:
+def _http_stack() -> tuple[str, str]:
     """uvicorn's event loop and HTTP parser: uvloop and httptools (C, dependencies of the
     package; a fifth less of the event loop's CPU per streamed token, docs/performance.md)
     where they are installed, else asyncio's own loop and h11 (pure Python)."""
