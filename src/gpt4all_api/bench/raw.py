@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import llama_cpp as lc
 
-from ..engine.kv_types import flash_attention_on
+from ..engine.kv_types import DEFAULT_KV_TYPES, flash_attention_on
 from ..engine.model import Model, kv_cache_types
 from ..engine.templates import render_jinja, render_plain
 from .load import chat_messages
@@ -136,12 +136,16 @@ def raw_decode(
     threads: int,
     context_size: int = 2048,
     batch_size: int = 512,
+    kv_types: tuple[str, str] = DEFAULT_KV_TYPES,
+    flash_attention: str = "auto",
     reps: int = 3,
 ) -> RawResult:
-    """Median over `reps` runs of greedy decoding `steps` tokens for each of `n_seq` sequences."""
+    """Median over `reps` runs of greedy decoding `steps` tokens for each of `n_seq` sequences,
+    with the KV cache types and flash attention the servers run."""
     n_batch = max(batch_size, n_seq)
+    flash = flash_attention_on(flash_attention, kv_types)
     ctx = _context(
-        model, context_size, n_seq, n_batch, threads, ("f16", "f16"), None, "the raw benchmark"
+        model, context_size, n_seq, n_batch, threads, kv_types, flash, "the raw benchmark"
     )
     batch = lc.llama_batch_init(n_batch, 0, 1)
     samplers = [lc.llama_sampler_init_greedy() for _ in range(n_seq)]

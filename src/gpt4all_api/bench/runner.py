@@ -279,6 +279,8 @@ def run_compare(
                     threads=options.threads,
                     context_size=options.context_size,
                     batch_size=options.batch_size,
+                    kv_types=options.kv_types,
+                    flash_attention=options.flash_attention,
                     reps=raw_reps,
                 )
             )
