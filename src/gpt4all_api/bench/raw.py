@@ -67,7 +67,7 @@ def step_costs(
     threads: int,
     context_size: int = 2048,
     batch_size: int = 512,
-    kv_types: tuple[str, str] = ("f16", "f16"),
+    kv_types: tuple[str, str] = DEFAULT_KV_TYPES,
     flash_attention: str = "auto",
     trials: int = 7,
     context: int | None = None,
