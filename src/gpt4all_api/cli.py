@@ -42,7 +42,6 @@ def serve(**flags: Any) -> None:
     (GPT4ALL_API_<NAME>, or MODEL_PATH, DEFAULT_MODEL, API_KEYS), then `.env`, then the default.
     """
     import uvicorn
-    from sse_starlette.sse import AppStatus
 
     from .app import create_app
 
@@ -61,10 +60,8 @@ def serve(**flags: Any) -> None:
         app = create_app(settings)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
-    # On SIGTERM uvicorn stops accepting, lets running requests (streams too, rather than
-    # sse-starlette cutting them at once) finish within the grace period, then re-raises the
-    # signal once it is done: end with status 0 then.
-    AppStatus.disable_automatic_graceful_drain()
+    # On SIGTERM uvicorn stops accepting, lets running requests (streams too) finish within
+    # the grace period, then re-raises the signal once it is done: end with status 0 then.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     loop, http = _http_stack()
     click.echo(

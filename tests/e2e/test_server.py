@@ -265,6 +265,10 @@ def test_disconnected_stream_frees_its_slot(base_url: str) -> None:
         for _ in range(3):
             with h.stream("POST", base_url + "/chat/completions", json=body) as resp:
                 assert resp.status_code == 200
+                # an event stream, which neither caches nor proxies hold back
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                assert resp.headers["cache-control"] == "no-store"
+                assert resp.headers["x-accel-buffering"] == "no"
                 lines = 0
                 for line in resp.iter_lines():
                     if line.startswith("data: "):

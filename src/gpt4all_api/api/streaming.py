@@ -1,6 +1,11 @@
 """Streaming bodies: Server-Sent Events (OpenAI's `data:` frames ending with `[DONE]`, or named
 `event:` frames as Anthropic and the Responses API send them) and Ollama's NDJSON.
 
+Both are Starlette's `StreamingResponse`, which ends the body's generator when the client goes
+away. An event stream adds the headers proxies need to pass it on at once and a comment line
+after every `ping` seconds in which nothing was sent (a long prompt being read), so that idle
+timeouts do not cut it. Each frame costs one `send`, no more: a streamed token is one frame.
+
 An error after the stream began cannot change the status code any more; it is sent in the
 stream, in the dialect's own shape: OpenAI's `{"error": …}` frame then `[DONE]`, Anthropic's
 `error` event, Ollama's `{"error": "…"}` line.
@@ -9,11 +14,13 @@ stream, in the dialect's own shape: OpenAI's `{"error": …}` frame then `[DONE]
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 from fastapi.responses import JSONResponse, StreamingResponse
-from sse_starlette.sse import EventSourceResponse
+from starlette.types import Send
 
 from ..errors import APIError, Dialect, InternalError, error_body
 from ..jsontext import json_bytes, json_text
@@ -44,9 +51,47 @@ async def _guarded(
         yield on_error(InternalError("internal error while streaming"))
 
 
+class EventStream(StreamingResponse):
+    """`text/event-stream` from an iterator of encoded frames, with a `: ping` comment after
+    `ping` seconds without a frame."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        frames: AsyncIterator[bytes],
+        headers: dict[str, str] | None = None,
+        ping: float = 15.0,
+    ):
+        # no caching, and no buffering by proxies (nginx reads X-Accel-Buffering)
+        sse = {"Cache-Control": "no-store", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
+        super().__init__(frames, headers={**sse, **(headers or {})})
+        self.ping = ping
+        self._sent_at = 0.0
+
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        self._sent_at = time.monotonic()
+        async with anyio.create_task_group() as pings:
+            pings.start_soon(self._keep_alive, send)
+            async for frame in self.body_iterator:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                self._sent_at = time.monotonic()
+            pings.cancel_scope.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _keep_alive(self, send: Send) -> None:
+        while True:
+            await anyio.sleep(max(0.0, self._sent_at + self.ping - time.monotonic()))
+            if time.monotonic() - self._sent_at >= self.ping:
+                await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+                self._sent_at = time.monotonic()
+
+
 def _sse_frame(chunk: Frame) -> bytes:
-    """One event, encoded here (sse-starlette sends bytes as they are): compact JSON has no
-    line breaks, so it is one `data:` line."""
+    """One event: compact JSON has no line breaks, so it is one `data:` line."""
     if isinstance(chunk, tuple):
         event, data = chunk
         return b"event: " + event.encode() + b"\ndata: " + json_bytes(data) + b"\n\n"
@@ -76,12 +121,12 @@ def sse_response(
     *,
     on_error: Callable[[APIError], Frame] | None = None,
     headers: dict[str, str] | None = None,
-) -> EventSourceResponse:
+) -> EventStream:
     """SSE; OpenAI's chat and completions streams end with `data: [DONE]`, named-event streams
     (Anthropic, Responses: `on_error` given) do not."""
     done = dialect == "openai" and on_error is None
     frames = _frames(chunks, on_error or _error_frame(dialect), done)
-    return EventSourceResponse(frames, ping=15, sep="\n", headers=headers)
+    return EventStream(frames, headers=headers)
 
 
 async def _lines(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
