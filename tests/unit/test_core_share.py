@@ -144,3 +144,24 @@ def test_a_drop_that_pays_stays() -> None:
     assert share.advise() is None and share.threads == 1
     m.run(1.0, ours=1.0, others=1.0)
     assert share.advise() is None and share.threads == 1
+
+
+def test_a_drop_is_checked_a_quarter_second_after_it() -> None:
+    """A client's burst (a process starting) costs a quarter of a second on fewer threads, not
+    the whole next window; with no decode in that time the check waits for one."""
+    m = Machine()
+    share = m.share()
+    share.advise()
+    for _ in range(10):
+        share.record(16, 0.1)  # 160 tokens/s on 2 threads
+    m.run(1.0, ours=1.1, others=0.9)
+    assert share.advise() == 1
+    m.run(0.2, ours=1.0, others=0.45)  # the middle band: only the check decides
+    assert share.advise() is None and share.threads == 1  # too soon
+    m.run(0.1, ours=1.0, others=0.45)
+    assert share.advise() is None and share.threads == 1  # no decode yet: nothing to compare
+    share.record(16, 0.16)  # 100 tokens/s on 1 thread
+    m.run(0.25, ours=1.0, others=0.45)
+    assert share.advise() == 2  # undone
+    m.run(0.5, ours=2.0, others=0.0)
+    assert share.advise() is None  # back to one look a second

@@ -12,10 +12,12 @@ processes used over the last second: `/proc/stat` (every process) less `/proc/se
 Down at once when the others use ~0.6 of a core or more beyond what we left them, back up
 only when they use under ~0.3: a hog beside the server costs it one core, not the collapse.
 A drop is then checked against what it gives: the engine reports each decode's tokens and time
-(`record`), and when fewer threads decoded more than `KEEP_SLOWER` slower over the window after
-the drop than over the window before it (the others were a client's bursts between our steps,
-not a process that wants a core all the time), the thread comes back and no drop is tried for
-a while, 10 s, then twice as long after each such miss, up to 160 s.
+(`record`), and when fewer threads decoded more than `KEEP_SLOWER` slower over the `CHECK`
+seconds after the drop than over the window before it (the others were a client's bursts between
+our steps, not a process that wants a core all the time), the thread comes back and no drop is
+tried for a while, 10 s, then twice as long after each such miss, up to 160 s. The check comes
+sooner than the next window would: a drop that does not pay costs a quarter of a second at the
+lower speed, not a whole one.
 Linux only; elsewhere (no `/proc`) the thread count stays as configured.
 """
 
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 Sample = tuple[int, int]
 
 WINDOW = 1.0  # seconds between two looks
+CHECK = 0.25  # ... but this soon after a drop, to see whether it pays
 DOWN_AT = 0.6  # cores the others use that make us give one up
 UP_BELOW = 0.3  # ... and that they must use less than before we take it back
 IDLE = 5.0  # idle longer than this (seconds): the window starts again with the next step
@@ -108,7 +111,8 @@ class CoreShare:
             if now - self._idle_since > IDLE:
                 self._last = None
             self._idle_since = None
-        if self._last is not None and now - self._last[0] < WINDOW:
+        window = CHECK if self._before is not None else WINDOW
+        if self._last is not None and now - self._last[0] < window:
             return None
         sample = self._sample()
         if sample is None:
@@ -122,7 +126,9 @@ class CoreShare:
         busy = (sample[0] - last[1][0]) / self._ticks / seconds
         ours = (sample[1] - last[1][1]) / self._ticks / seconds
         self.others = max(0.0, busy - ours)
-        before, self._before = self._before, None
+        before = self._before
+        if rate is not None:  # no decode since the drop: check at the next look
+            self._before = None
         if before is not None and rate is not None and rate < KEEP_SLOWER * before[0]:
             # the window since the drop decoded slower than the one before it: undo it
             self._hold_until = now + self._hold
@@ -146,6 +152,7 @@ class CoreShare:
         elif up > self.threads:
             want = up
             self._hold = HOLD  # the others went quiet: a later drop gets a fresh start
+            self._before = None  # nothing left to check
         want = max(1, min(self.max_threads, want))
         if want == self.threads:
             return None
