@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import mmap
-
-import pytest
 
 from gpt4all_api.engine.prompt_cache import PromptCache, new_state
 
@@ -77,18 +74,4 @@ def test_a_dropped_state_gives_its_memory_back() -> None:
     del big
     assert psutil.Process().memory_info().rss > before + (40 << 20)
     put(cache, [2], state(4096))  # the first state goes: its mapping is unmapped
-    assert psutil.Process().memory_info().rss < before + (8 << 20)
-
-
-@pytest.mark.skipif(not hasattr(mmap, "MAP_POPULATE"), reason="MAP_POPULATE is Linux's")
-def test_a_new_state_is_resident_before_it_is_written() -> None:
-    """llama.cpp writes a whole state at once: its pages are put in place when it is made, not
-    one fault at a time while llama.cpp writes."""
-    import psutil
-
-    before = psutil.Process().memory_info().rss
-    big = new_state(32 << 20)
-    assert psutil.Process().memory_info().rss > before + (28 << 20)
-    assert bytes(big[:16]) == bytes(16)  # zeroed
-    del big
     assert psutil.Process().memory_info().rss < before + (8 << 20)
