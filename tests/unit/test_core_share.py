@@ -28,6 +28,19 @@ class Machine:
         )
 
 
+def dropped(step: float, ours: float, others: float, steps: int = 1) -> tuple[Machine, CoreShare]:
+    """A server on 2 threads that ran `steps` 16-token decodes of `step` seconds each, whose
+    first look then finds the others using `others` of a core: it has given one thread up."""
+    m = Machine()
+    share = m.share()
+    share.advise()
+    for _ in range(steps):
+        share.record(16, step)
+    m.run(1.0, ours=ours, others=others)
+    assert share.advise() == 1
+    return m, share
+
+
 def test_a_hog_beside_the_server_takes_one_thread_and_gives_it_back_when_it_stops() -> None:
     m = Machine()
     share = m.share()
@@ -100,13 +113,7 @@ def test_this_machine_has_a_proc_sample() -> None:
 def test_a_drop_that_decodes_slower_is_undone_and_not_tried_again_for_a_while() -> None:
     """A client's bursts between our steps look like a process wanting a core, but taking a
     thread away only slows us: the next window shows it, and the thread comes back."""
-    m = Machine()
-    share = m.share()
-    share.advise()
-    for _ in range(10):
-        share.record(16, 0.1)  # 160 tokens/s on 2 threads
-    m.run(1.0, ours=1.3, others=0.7)
-    assert share.advise() == 1
+    m, share = dropped(0.1, ours=1.3, others=0.7, steps=10)  # 160 tokens/s on 2 threads
     for _ in range(6):
         share.record(16, 0.16)  # 100 tokens/s on 1 thread
     m.run(1.0, ours=1.3, others=0.7)
@@ -132,12 +139,7 @@ def test_a_drop_that_decodes_slower_is_undone_and_not_tried_again_for_a_while() 
 
 def test_a_drop_that_pays_stays() -> None:
     """Beside a hog two spinning threads collapse; one thread decodes faster and keeps going."""
-    m = Machine()
-    share = m.share()
-    share.advise()
-    share.record(16, 2.0)  # 8 tokens/s: the collapse
-    m.run(1.0, ours=1.3, others=0.7)
-    assert share.advise() == 1
+    m, share = dropped(2.0, ours=1.3, others=0.7)  # 8 tokens/s: the collapse
     for _ in range(8):
         share.record(16, 0.25)  # 64 tokens/s on one thread
     m.run(1.0, ours=1.0, others=1.0)
@@ -149,13 +151,7 @@ def test_a_drop_that_pays_stays() -> None:
 def test_a_drop_is_checked_a_quarter_second_after_it() -> None:
     """A client's burst (a process starting) costs a quarter of a second on fewer threads, not
     the whole next window; with no decode in that time the check waits for one."""
-    m = Machine()
-    share = m.share()
-    share.advise()
-    for _ in range(10):
-        share.record(16, 0.1)  # 160 tokens/s on 2 threads
-    m.run(1.0, ours=1.1, others=0.9)
-    assert share.advise() == 1
+    m, share = dropped(0.1, ours=1.1, others=0.9, steps=10)  # 160 tokens/s on 2 threads
     m.run(0.2, ours=1.0, others=0.45)  # the middle band: only the check decides
     assert share.advise() is None and share.threads == 1  # too soon
     m.run(0.1, ours=1.0, others=0.45)
