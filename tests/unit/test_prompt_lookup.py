@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gpt4all_api.engine.lookup import PromptLookup
 
 
@@ -94,6 +96,40 @@ def test_the_step_cost_is_a_line_fit_through_the_widths_timed() -> None:
     assert abs(b - 0.006) < 0.0006 and abs(a + 9 * b - 0.058) < 0.003
 
 
+def test_one_token_steps_are_timed_apart_from_the_line_through_wider_ones() -> None:
+    """Measured on two cores: one token 8.98 ms, two 16.34, four 23.7, eight 38.79, sixteen
+    69.26. A line through all five calls a first drafted token dearer than it is against the
+    others (8.98 for one, 16.34 for two) and a single step dearer than it is."""
+    from gpt4all_api.engine.drafting import StepCost
+
+    cost = StepCost()
+    for _ in range(5):
+        cost.record(1, 0.010)
+    only = cost.cost()  # one width: the prior's line, a single token on it
+    assert only is not None and only.seconds(1) == 0.010
+    assert only.seconds(3) == (only.a + 3 * only.b)
+    measured = {1: 8.98, 2: 16.34, 4: 23.7, 8: 38.79, 16: 69.26}
+    for _ in range(20):
+        for n, ms in measured.items():
+            cost.record(n, ms / 1000)
+    line = cost.cost()
+    assert line is not None and line.one == pytest.approx(0.00898, rel=0.02)  # a running mean
+    for n, ms in measured.items():  # every width within 4% of its time
+        assert line.seconds(n) == pytest.approx(ms / 1000, rel=0.04)
+
+
+def test_a_plan_for_one_sequence_pays_for_its_first_drafted_token_in_full() -> None:
+    """One token costs 1.0 step, two 1.82 and each next one 0.42: a token right with odds 0.8
+    is not worth its 0.82 (a line through one-token steps too, 0.80 + 0.435 n, would take it)."""
+    from gpt4all_api.engine.drafting import PassCost, plan_drafts
+
+    apart = PassCost(0.98, 0.42, one=1.0)
+    assert plan_drafts([[0.8]], 1, apart, 16) == [0]
+    assert plan_drafts([[0.8]], 1, PassCost(0.80, 0.435), 16) == [1]
+    # a sure long draft pays for the first token's price: 17 tokens for 8.12 steps
+    assert plan_drafts([[0.999] * 16], 1, apart, 16) == [16]
+
+
 def test_the_odds_follow_the_source_and_the_run_before_a_token() -> None:
     from gpt4all_api.engine.drafting import DraftOdds
 
@@ -118,9 +154,9 @@ def test_the_odds_follow_the_source_and_the_run_before_a_token() -> None:
 
 
 def test_a_step_takes_the_drafted_tokens_that_raise_its_tokens_per_second() -> None:
-    from gpt4all_api.engine.drafting import plan_drafts
+    from gpt4all_api.engine.drafting import PassCost, plan_drafts
 
-    cpu = (0.5, 0.5)  # a token costs half a one-token step
+    cpu = PassCost(0.5, 0.5)  # a token costs half a one-token step
     # one sequence: the i-th token is right with odds p**i; tokens go in while q > b*E/T
     assert plan_drafts([[0.999] * 16], 1, cpu, 64) == [16]
     assert plan_drafts([[0.99] * 32], 1, cpu, 64) == [13]
@@ -134,7 +170,7 @@ def test_a_step_takes_the_drafted_tokens_that_raise_its_tokens_per_second() -> N
     taken = plan_drafts([[0.6] * 8, [0.98] * 8], 1, cpu, 64)
     assert taken[1] == 8 and taken[0] < 2
     # where tokens cost little (a GPU), weaker drafts pay too
-    assert plan_drafts([[0.4] * 16], 1, (1.0, 0.02), 64) == [3]
+    assert plan_drafts([[0.4] * 16], 1, PassCost(1.0, 0.02), 64) == [3]
     # each token has its own odds: a doubtful first one before a sure run takes the run along,
     # and a doubtful one after a sure start ends the draft
     assert plan_drafts([[0.7] + [0.999] * 15], 1, cpu, 64) == [16]
@@ -205,9 +241,9 @@ def test_with_kv_kept_apart_a_draft_pays_for_the_passes_it_adds() -> None:
     """Eight sequences with their KV apart: llama.cpp puts one token of each in a pass, and
     the drafted tokens in passes of their own. Measured on two cores: a step of 8 tokens took
     47.1 ms, with one drafted token 57.9 ms."""
-    from gpt4all_api.engine.drafting import plan_drafts
+    from gpt4all_api.engine.drafting import PassCost, plan_drafts
 
-    cpu = (0.37, 0.63)  # one pass of n tokens: 0.37 + 0.63 n single steps (the Q4_1 model)
+    cpu = PassCost(0.37, 0.63)  # one pass of n tokens: 0.37 + 0.63 n single steps (the Q4_1 model)
     ids = list(range(8))
     idle: list[list[float]] = [[]] * 6
     # counted as in the one pass, a likely token pays: 8.95 tokens for 6.04 against 8 for 5.41
@@ -283,7 +319,7 @@ def test_a_prompt_and_single_tokens_fill_the_table_alike() -> None:
 
 
 def test_where_no_draft_can_pay_the_lookups_are_skipped() -> None:
-    from gpt4all_api.engine.drafting import can_pay, plan_drafts
+    from gpt4all_api.engine.drafting import PassCost, can_pay, plan_drafts
 
     # one pass: a likely enough token always pays
     assert can_pay(1, 16, split=False) and can_pay(16, 1, split=False)
@@ -291,7 +327,7 @@ def test_where_no_draft_can_pay_the_lookups_are_skipped() -> None:
     assert can_pay(8, 9, split=True)
     assert not can_pay(9, 8, split=True) and not can_pay(16, 1, split=True)
     # and the plan agrees, even for drafts sure to be right, whatever the cost line
-    for cost in ((0.37, 0.63), (0.9, 0.1), (0.05, 0.95)):
+    for cost in (PassCost(0.37, 0.63), PassCost(0.9, 0.1), PassCost(0.05, 0.95)):
         for n in (9, 12, 16):
             ids = list(range(n))
             sure = [[0.9999] * 16] * n

@@ -12,7 +12,7 @@ each cut exactly where it goes wrong: what knowing when to stop a draft would gi
 the gap to the bound above that no choice of draft lengths can close.
 
 `plan_speedup` replays them once more with the engine's own choice (`drafting.DraftOdds`
-learning from every step, `drafting.plan_drafts` with the line through the measured costs):
+learning from every step, `drafting.plan_drafts` with the measured costs as `StepCost` sees them):
 what the default would give were every step to cost what was measured, without the noise of a
 timed run.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 
-from ..engine.drafting import DraftOdds, plan_drafts
+from ..engine.drafting import DraftOdds, PassCost, plan_drafts
 from ..engine.lookup import PromptLookup, SharedNgrams
 from .raw import StepCost
 
@@ -136,16 +136,20 @@ def cut_guess_speedup(
     return _replay(cases, costs, passes, draft_max, lambda _, __, right: _best_part(costs, right))
 
 
-def cost_line(costs: Sequence[StepCost], widest: int) -> tuple[float, float]:
-    """(a, b): the least-squares line a + b * k through the measured steps of k <= `widest`
-    tokens, in single-token steps."""
-    points = [(c.tokens, c.steps) for c in costs if c.tokens <= widest] or [(1, 1.0)]
+def pass_cost(costs: Sequence[StepCost], widest: int) -> PassCost:
+    """In single-token steps, as the engine's `StepCost` sees them: the least-squares line a +
+    b * k through the measured steps of 2 <= k <= `widest` tokens, and the one-token step
+    apart."""
+    one = next((c.steps for c in costs if c.tokens == 1), None)
+    points = [(c.tokens, c.steps) for c in costs if 1 < c.tokens <= widest]
     if len(points) < 2:
-        return 0.0, points[0][1] / points[0][0]
+        points = [(c.tokens, c.steps) for c in costs if c.tokens <= widest] or [(1, 1.0)]
+    if len(points) < 2:
+        return PassCost(0.0, points[0][1] / points[0][0], one)
     mk = sum(k for k, _ in points) / len(points)
     ms = sum(s for _, s in points) / len(points)
     b = sum((k - mk) * (s - ms) for k, s in points) / sum((k - mk) ** 2 for k, _ in points)
-    return ms - b * mk, b
+    return PassCost(ms - b * mk, b, one)
 
 
 def plan_speedup(
@@ -157,15 +161,15 @@ def plan_speedup(
 ) -> list[float]:
     """Per pass over the answers: tokens over single-token steps when every step drafts what
     the engine's plan takes of `PromptLookup`'s guess, its odds learned as the engine learns
-    them (a fresh `odds` given: with its settings), with the cost line through the measured
-    steps."""
+    them (a fresh `odds` given: with its settings), with the measured costs as `pass_cost`
+    puts them."""
     if not costs or not cases:
         return []
     odds = odds or DraftOdds()
-    line = cost_line(costs, draft_max + 1)
+    cost = pass_cost(costs, draft_max + 1)
 
     def take(look: PromptLookup, guess: list[int], _: int) -> int:
-        return plan_drafts([odds.odds(look.source, look.run, len(guess))], 1, line, draft_max)[0]
+        return plan_drafts([odds.odds(look.source, look.run, len(guess))], 1, cost, draft_max)[0]
 
     def settle(look: PromptLookup, drafted: int, accepted: int, following: int | None) -> None:
         source, run = look.source, look.run

@@ -3,13 +3,15 @@
 A drafted token costs compute whether or not the model agrees with it, and pays only when it
 does. Two things are measured as the engine runs, and each step's drafts are chosen from them:
 
-- `StepCost`: what one pass of `llama_decode` costs as a line in its tokens, seconds = a + b *
-  n, fit from the steps the engine ran in one pass. With a KV stream per sequence (the default),
-  llama.cpp runs a step whose sequences carry different numbers of tokens in several passes
-  (`passes`): a drafted token beside other sequences costs a + b, not b. On a GPU, or with a
-  model too big for the memory bus, b is small against a and drafts are nearly free; with a
-  small model on two CPU cores a step of 9 tokens costs about 4.5 steps of one, and only drafts
-  nearly sure to be right pay.
+- `StepCost`: what one pass of `llama_decode` costs (`PassCost`): a line in its tokens, seconds
+  = a + b * n, fit from the steps of two tokens or more the engine ran in one pass, and the
+  mean of the one-token steps apart (on two CPU cores a step of two tokens costs nearly two
+  of one, each token after that less than half of one). With a KV stream per sequence (the
+  default), llama.cpp runs a step whose sequences carry different numbers of tokens in several
+  passes (`passes`): a drafted token beside other sequences costs a pass of its own. On a GPU,
+  or with a model too big for the memory bus, b is small against a and drafts are nearly free;
+  with a small model on two CPU cores a step of 9 tokens costs about 4.5 steps of one, and only
+  drafts nearly sure to be right pay.
 - `DraftOdds`: how often a guessed token is right given the ones before it were, by where the
   guess came from (a long match in the engine's shared table, or the sequence's own 4-, 3- or
   2-token n-gram) and by the sequence's run: how many tokens in a row its guesses were right
@@ -46,11 +48,30 @@ PRIOR_LONG = 0.9
 RUN_EDGES = (1, 2, 3, 4, 6, 9, 13, 21, 33)
 
 
+@dataclass(frozen=True)
+class PassCost:
+    """Seconds of one pass of `llama_decode` over n tokens: `one` for a single token (None: as
+    the line says), a + b * n for more."""
+
+    a: float
+    b: float
+    one: float | None = None
+
+    def seconds(self, n: int) -> float:
+        if n == 1 and self.one is not None:
+            return self.one
+        return self.a + self.b * n
+
+
 @dataclass
 class StepCost:
-    """Seconds of a generation-only step's `llama_decode` as a line in its tokens, fit (least
-    squares) through the running mean of each width timed, each weighted by how often it ran (up
-    to `cap`). The prior's shape (`PRIOR_SLOPE`) through the narrowest width's mean adds one more
+    """Seconds of a generation-only step's `llama_decode`: the running mean of the one-token
+    steps, and a line in the tokens of the wider ones, fit (least squares) through the running
+    mean of each width timed, each weighted by how often it ran (up to `cap`). The one-token
+    steps are left out of the line once a wider one was timed: on two CPU cores (SmolLM2-135M)
+    one token took 8.98 ms, two 16.34 and four 23.7, so a line through all would call a first
+    drafted token cheaper than it is and a single step dearer. The prior's shape
+    (`PRIOR_SLOPE`) through the narrowest width's mean (one-token steps included) adds one more
     point, `reach` tokens wider, of weight `prior_weight`: it holds the line while few steps of
     other widths were timed (a few noisy two-token steps would otherwise set the slope, and
     drafts that look dear are never tried long enough to be timed), and fades once many were."""
@@ -72,10 +93,16 @@ class StepCost:
         self._line = None
 
     def line(self) -> tuple[float, float] | None:
-        """(a, b): a step of n tokens costs a + b * n seconds; None before any step."""
+        """(a, b): a step of n tokens (two or more, once such a step was timed) costs a + b * n
+        seconds; None before any step."""
         if self._line is None and self._mean:
             self._line = self._fit()
         return self._line
+
+    def cost(self) -> PassCost | None:
+        """The line, and a one-token step's mean apart; None before any step."""
+        line = self.line()
+        return None if line is None else PassCost(*line, self._mean.get(1))
 
     def _fit(self) -> tuple[float, float]:
         narrow = min(self._mean)
@@ -84,7 +111,8 @@ class StepCost:
             narrow + self.reach,
             one * ((1 - PRIOR_SLOPE) + PRIOR_SLOPE * (narrow + self.reach)),
         )
-        points = [(n, m, float(min(self._count[n], self.cap))) for n, m in self._mean.items()]
+        means = {n: m for n, m in self._mean.items() if n > 1} or self._mean
+        points = [(n, m, float(min(self._count[n], self.cap))) for n, m in means.items()]
         points.append((*prior, self.prior_weight))
         w = sum(p[2] for p in points)
         mn = sum(n * c for n, _, c in points) / w
@@ -183,7 +211,7 @@ def can_pay(base: int, budget: int, split: bool) -> bool:
 def plan_drafts(
     candidates: Sequence[Sequence[float]],
     base: int,
-    cost: tuple[float, float],
+    cost: PassCost,
     budget: int,
     seq_ids: list[int] | None = None,
 ) -> list[int]:
@@ -191,25 +219,23 @@ def plan_drafts(
 
     `candidates` holds, per sequence, the odds of each token of its guess (`DraftOdds.odds`:
     the i-th is right given the ones before it were, so it is right with the product of the
-    first i); `cost` is the (a, b) line of one pass of `llama_decode` over n tokens; at most
+    first i); `cost` is what one pass of `llama_decode` over n tokens costs; at most
     `budget` drafted tokens in all. The tokens are lined up likeliest first, and the step takes
     the first k of them for the k that gives the most expected tokens per second.
 
     `seq_ids`: each sequence has its own KV stream, so llama.cpp splits the step into `passes`,
-    each costing `a` more; `candidates` then has every generating sequence (no draft: (0, 0)),
+    each costing its own `cost`; `candidates` then has every generating sequence (no draft: (0, 0)),
     in batch order, with these ids. A drafted token beside other sequences goes in a pass of
     its own; drafts of the same length share one only when their sequences' ids follow each
     other. Without `seq_ids` (or with one sequence) the step is one pass."""
-    a, b = cost
     split = seq_ids is not None and len(seq_ids) > 1
     take = [0] * len(candidates)
 
     def seconds() -> float:
         if not split:
-            return a + b * (base + sum(take))
+            return cost.seconds(base + sum(take))
         assert seq_ids is not None
-        runs = passes(seq_ids, [1 + t for t in take])
-        return a * len(runs) + b * sum(runs)
+        return sum(cost.seconds(n) for n in passes(seq_ids, [1 + t for t in take]))
 
     expected = float(base)
     best, best_rate = 0, expected / seconds()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .drafting import PRIOR_SLOPE, DraftOdds, StepCost, can_pay, plan_drafts
+from .drafting import PRIOR_SLOPE, DraftOdds, PassCost, StepCost, can_pay, plan_drafts
 from .sequences import Job
 
 
@@ -54,7 +54,7 @@ class Drafter:
             planned.append((i, self.odds.odds(look.source, look.run, min(len(draft), budget))))
         if not planned:
             return drafts
-        cost = self.step_cost.line() or (1 - PRIOR_SLOPE, PRIOR_SLOPE)
+        cost = self.step_cost.cost() or PassCost(1 - PRIOR_SLOPE, PRIOR_SLOPE)
         candidates: list[list[float]] = [[] for _ in generating]
         for i, c in planned:
             candidates[i] = c
