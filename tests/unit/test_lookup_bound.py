@@ -73,3 +73,19 @@ def test_the_plan_replayed_with_other_odds_settings() -> None:
     # a prior worth many tokens keeps the first guesses' low odds longer: fewer drafts
     slow = plan_speedup([(prompt, copy)], COSTS, odds=DraftOdds(weight=50.0))
     assert 1.0 <= slow[0] < default[0]
+
+
+def test_the_replay_prices_steps_as_the_engine_does() -> None:
+    """The one-token step apart, a line through the wider ones (`drafting.StepCost`)."""
+    from gpt4all_api.bench.lookup_bound import pass_cost
+
+    cost = pass_cost(COSTS, 17)  # k tokens: 1 + (k - 1) / 2 steps, on one line
+    assert (cost.a, cost.b, cost.one) == pytest.approx((0.5, 0.5, 1.0))
+    measured = [  # two CPU cores: two tokens cost nearly two steps, each next one 0.42
+        StepCost(tokens=k, ms=ms, steps=ms / 8.98)
+        for k, ms in ((1, 8.98), (2, 16.34), (4, 23.7), (8, 38.79), (16, 69.26))
+    ]
+    cost = pass_cost(measured, 17)
+    assert cost.seconds(1) == 1.0
+    assert cost.seconds(2) == pytest.approx(16.34 / 8.98, rel=0.02)
+    assert cost.b == pytest.approx(0.42, abs=0.01)
