@@ -98,8 +98,8 @@ def test_the_step_cost_is_a_line_fit_through_the_widths_timed() -> None:
 
 def test_one_token_steps_are_timed_apart_from_the_line_through_wider_ones() -> None:
     """Measured on two cores: one token 8.98 ms, two 16.34, four 23.7, eight 38.79, sixteen
-    69.26. A line through all five calls a first drafted token dearer than it is against the
-    others (8.98 for one, 16.34 for two) and a single step dearer than it is."""
+    69.26. A line through all five calls a first drafted token cheaper than it is (8.98 for
+    one, 16.34 for two) and a single step dearer than it is."""
     from gpt4all_api.engine.drafting import StepCost
 
     cost = StepCost()

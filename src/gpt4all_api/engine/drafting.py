@@ -203,7 +203,9 @@ def can_pay(base: int, budget: int, split: bool) -> bool:
     tokens with room for `budget` drafted ones. In one pass, yes. Split into passes (`split`),
     drafted tokens go in passes of their own; with T = a + b * base the step's seconds, d drafted
     tokens, all right, in one more pass give (base + d) / (T + a + b * d), more than base / T
-    only when d > base. So with `budget` <= `base` (nine sequences or more in a step of 17)
+    only when d > base. A lone drafted token's pass costs a one-token step instead, which
+    pays only when that step is cheaper than T / base (measured: 8.62 ms, against 5.1 ms a
+    token in a step of 8). So with `budget` <= `base` (nine sequences or more in a step of 17)
     no draft pays, and the lookups can be skipped."""
     return not split or budget > base
 
