@@ -11,6 +11,7 @@ through the OpenAI client.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import threading
@@ -283,6 +284,36 @@ def test_by_default_a_copying_answer_is_drafted_and_a_fresh_one_barely(
     )
     assert fresh.usage is not None
     assert metric(server, "draft_tokens") - drafted <= 0.25 * fresh.usage.completion_tokens
+
+
+def test_a_steps_drafted_tokens_reach_a_streaming_client_in_one_write(
+    server: ServerProcess,
+) -> None:
+    # every drafted token that a step accepts is a frame of its own, but the frames of one step
+    # go out in one write: httpx yields at least one piece per HTTP chunk (a server `send`)
+    words = WORDS[5:25]
+    items = "\n".join(f"{n + 1}. {w}" for n, w in enumerate(words))
+    prompt = (
+        f"<|im_start|>user\nCopy this shopping list exactly:\n{items}<|im_end|>\n"
+        f"<|im_start|>assistant\n{items}<|im_end|>\n"
+        "<|im_start|>user\nOnce more, exactly the same.<|im_end|>\n"
+        f"<|im_start|>assistant\n1. {words[0]}\n"
+    )
+    kw: dict[str, Any] = {"model": EMBEDDED, "prompt": prompt, "max_tokens": 80, "temperature": 0}
+    off = client(server).completions.create(**kw, extra_body={"prompt_lookup": False})
+    pieces: list[bytes] = []
+    body = {**kw, "stream": True, "prompt_lookup": True}
+    with HTTP.stream("POST", server.base_url + "/v1/completions", json=body) as r:
+        assert r.status_code == 200
+        pieces.extend(r.iter_raw())
+    frames = [f for f in b"".join(pieces).decode().split("\n\n") if f.startswith("data: ")]
+    assert frames[-1] == "data: [DONE]"
+    chunks = [json.loads(f.removeprefix("data: ")) for f in frames[:-1]]
+    text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+    assert text == off.choices[0].text  # the same answer, every frame whole
+    assert text.startswith(f"2. {words[1]}\n3. {words[2]}")  # it copies: drafts are accepted
+    assert len(frames) >= 40
+    assert len(pieces) <= len(frames) / 2, (len(pieces), len(frames))
 
 
 def test_seeded_sampled_answers_are_the_same_with_and_without_prompt_lookup(

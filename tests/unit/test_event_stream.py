@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpt4all_api.api.streaming import EventStream, sse_response
+from gpt4all_api.api.streaming import EventStream, joined, sse_response
 
 
 def serve(make: Callable[[], Response]) -> httpx.AsyncClient:
@@ -61,3 +61,38 @@ def test_openai_streams_end_with_done_and_errors_in_their_dialects_shape() -> No
     assert frames[2:] == ["data: [DONE]", ""]
     r = asyncio.run(fetch(lambda: sse_response(chunks(), "anthropic")))
     assert r.text.split("\n\n")[1].startswith('event: error\ndata: {"type":"error"')
+
+
+def test_frames_made_while_more_events_wait_go_out_in_one_write() -> None:
+    # `ready` says how many events wait: frames made while some do are held and joined, the
+    # frame after which none waits goes out with them, at once
+    waiting = [2, 1, 0, 0, 3, 2, 1, 0]
+
+    async def frames() -> AsyncIterator[bytes]:
+        for i in range(len(waiting)):
+            state["i"] = i
+            yield b"data: %d\n\n" % i
+
+    state = {"i": 0}
+
+    async def collect() -> list[bytes]:
+        return [f async for f in joined(frames(), lambda: waiting[state["i"]])]
+
+    sent = asyncio.run(collect())
+    assert sent == [
+        b"data: 0\n\ndata: 1\n\ndata: 2\n\n",
+        b"data: 3\n\n",
+        b"data: 4\n\ndata: 5\n\ndata: 6\n\ndata: 7\n\n",
+    ]
+    # held frames are not lost when the frames end while events are still said to wait
+    waiting[:] = [1, 1]
+    assert asyncio.run(collect()) == [b"data: 0\n\ndata: 1\n\n"]
+
+
+def test_a_joined_event_stream_reads_as_the_same_events() -> None:
+    async def chunks() -> AsyncIterator[dict]:
+        for i in range(5):
+            yield {"i": i}
+
+    r = asyncio.run(fetch(lambda: sse_response(chunks(), ready=lambda: 1)))
+    assert r.text == "".join(f'data: {{"i":{i}}}\n\n' for i in range(5)) + "data: [DONE]\n\n"

@@ -168,7 +168,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     run = await start(state, plan, "chatcmpl")
     template = run.prompt.template if run.prompt else None
     if plan.stream:
-        return sse_response(_stream(state, run, body, plan, template, references))
+        return sse_response(_stream(state, run, body, plan, template, references), ready=run.ready)
     choices = await run.collect(request)
     out = []
     for c in choices:

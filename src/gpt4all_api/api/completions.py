@@ -111,7 +111,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Any:
     run = Run(loaded, requests)
     run.id = new_id("cmpl")
     if body.stream:
-        return sse_response(_stream(state, run, body, template, requests))
+        return sse_response(_stream(state, run, body, template, requests), ready=run.ready)
     choices = await run.collect(request)
     if best_of > n:
         choices = _best(choices, n)

@@ -5,6 +5,10 @@ Both are Starlette's `StreamingResponse`, which ends the body's generator when t
 away. An event stream adds the headers proxies need to pass it on at once and a comment line
 after every `ping` seconds in which nothing was sent (a long prompt being read), so that idle
 timeouts do not cut it. Each frame costs one `send`, no more: a streamed token is one frame.
+Given `ready` (the count of engine events already waiting), the frames made while more are
+waiting go out in one `send`: a step that accepts several drafted tokens of a request is one
+write to its socket, not one a token, while a frame whose successor is not there yet goes
+out at once.
 
 An error after the stream began cannot change the status code any more; it is sent in the
 stream, in the dialect's own shape: OpenAI's `{"error": …}` frame then `[DONE]`, Anthropic's
@@ -106,6 +110,24 @@ def _error_frame(dialect: Dialect) -> Callable[[APIError], Frame]:
     return on_error
 
 
+async def joined(frames: AsyncIterator[bytes], ready: Callable[[], int]) -> AsyncIterator[bytes]:
+    """`frames`, those made while `ready()` says more are waiting joined into one: the next
+    frame then comes without waiting for the engine, so holding this one back delays nothing
+    but a little CPU, and saves a `send` (a system call and a wake-up of the client)."""
+    held: list[bytes] = []
+    async for frame in frames:
+        if ready():
+            held.append(frame)
+            continue
+        if held:
+            held.append(frame)
+            frame = b"".join(held)
+            held.clear()
+        yield frame
+    if held:
+        yield b"".join(held)
+
+
 async def _frames(
     chunks: AsyncIterator[Frame], on_error: Callable[[APIError], Frame], done: bool
 ) -> AsyncIterator[bytes]:
@@ -121,12 +143,13 @@ def sse_response(
     *,
     on_error: Callable[[APIError], Frame] | None = None,
     headers: dict[str, str] | None = None,
+    ready: Callable[[], int] | None = None,
 ) -> EventStream:
     """SSE; OpenAI's chat and completions streams end with `data: [DONE]`, named-event streams
-    (Anthropic, Responses: `on_error` given) do not."""
+    (Anthropic, Responses: `on_error` given) do not. `ready`: see `joined`."""
     done = dialect == "openai" and on_error is None
     frames = _frames(chunks, on_error or _error_frame(dialect), done)
-    return EventStream(frames, headers=headers)
+    return EventStream(frames if ready is None else joined(frames, ready), headers=headers)
 
 
 async def _lines(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
@@ -134,5 +157,11 @@ async def _lines(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         yield json_bytes(chunk) + b"\n"
 
 
-def ndjson_response(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    return StreamingResponse(_lines(chunks), media_type="application/x-ndjson")
+def ndjson_response(
+    chunks: AsyncIterator[dict[str, Any]], ready: Callable[[], int] | None = None
+) -> StreamingResponse:
+    """NDJSON, a line a chunk. `ready`: see `joined`."""
+    lines = _lines(chunks)
+    return StreamingResponse(
+        lines if ready is None else joined(lines, ready), media_type="application/x-ndjson"
+    )

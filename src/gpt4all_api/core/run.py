@@ -269,6 +269,10 @@ class Run:
                 timer.cancel()
             self.cancel()
 
+    def ready(self) -> int:
+        """Events waiting to be read: while there are, the next one comes without waiting."""
+        return self.queue.qsize()
+
     def cancel(self) -> None:
         if self._open:
             for h in self.handles:

@@ -36,7 +36,9 @@ async def create_message(body: MessagesRequest, request: Request) -> Any:
         events = render.stream(run, t.plan)
         if body.localdocs:
             events = _with_references(events, refs)
-        return sse_response(events, "anthropic", headers=ignored_tools_headers(t.ignored_tools))
+        return sse_response(
+            events, "anthropic", headers=ignored_tools_headers(t.ignored_tools), ready=run.ready
+        )
     choices = await run.collect(request)
     end = reply.final(t.plan.tools, choices[0])
     message = render.message(run, end, t.plan)

@@ -83,7 +83,7 @@ async def _answer(
         chunks = render.stream(kind, name, run, clock)
         if refs is not False:
             chunks = _with_references(chunks, refs)
-        return ndjson_response(chunks)
+        return ndjson_response(chunks, ready=run.ready)
     choices = await run.collect(request)
     answer = render.whole(kind, name, run, reply.final(plan.tools, choices[0]), clock)
     if refs is not False:

@@ -108,7 +108,7 @@ async def create_response(body: ResponsesRequest, request: Request) -> Any:
         frames = render.stream(body, run, response, on_done)
         if search:
             frames = search.stream(frames, response["output"])
-        return sse_response(frames, on_error=on_error, headers=headers)
+        return sse_response(frames, on_error=on_error, headers=headers, ready=run.ready)
     choices = await run.collect(request)
     end = reply.final(t.plan.tools, choices[0])
     response["output"] = render.output_items(end, body)
