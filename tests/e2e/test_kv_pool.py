@@ -84,6 +84,18 @@ def grounded(i: int) -> list[dict[str, str]]:
     ]
 
 
+def copying_prompt(words: list[str]) -> str:
+    """A list copied once, asked for again, the copy begun, in the model's own chat format: the
+    model goes on copying the list, so prompt lookup's drafts are nearly all right."""
+    items = "\n".join(f"{n + 1}. {w}" for n, w in enumerate(words))
+    return (
+        f"<|im_start|>user\nCopy this shopping list exactly:\n{items}<|im_end|>\n"
+        f"<|im_start|>assistant\n{items}<|im_end|>\n"
+        "<|im_start|>user\nOnce more, exactly the same.<|im_end|>\n"
+        f"<|im_start|>assistant\n1. {words[0]}\n"
+    )
+
+
 def prompts() -> list[list[dict[str, str]]]:
     """50 prompts: 40 that quote their context, 10 ordinary questions."""
     return [grounded(i) for i in range(40)] + [[{"role": "user", "content": q}] for q in QUESTIONS]
@@ -228,14 +240,7 @@ def test_greedy_answers_are_the_same_with_and_without_prompt_lookup(server: Serv
 
 
 def test_an_answer_that_copies_its_prompt_is_mostly_drafted(server: ServerProcess) -> None:
-    items = "\n".join(f"{n + 1}. {w}" for n, w in enumerate(WORDS[:20]))
-    # the model's own chat format, with the answer begun: it goes on copying the list
-    prompt = (
-        f"<|im_start|>user\nCopy this shopping list exactly:\n{items}<|im_end|>\n"
-        f"<|im_start|>assistant\n{items}<|im_end|>\n"
-        "<|im_start|>user\nOnce more, exactly the same.<|im_end|>\n"
-        f"<|im_start|>assistant\n1. {WORDS[0]}\n"
-    )
+    prompt = copying_prompt(WORDS[:20])
     drafted, accepted = metric(server, "draft_tokens"), metric(server, "draft_accepted_tokens")
     oai = client(server)
     kw: dict[str, Any] = {"model": EMBEDDED, "prompt": prompt, "max_tokens": 80, "temperature": 0}
@@ -254,13 +259,7 @@ def test_by_default_a_copying_answer_is_drafted_and_a_fresh_one_barely(
     # lookup on by default (no request field): the engine decides what to draft from the odds
     # and step costs it measured; a copying answer gets long drafts, nearly all right
     words = WORDS[::-1][:20]  # not the list another test copies (the shared table has that)
-    items = "\n".join(f"{n + 1}. {w}" for n, w in enumerate(words))
-    prompt = (
-        f"<|im_start|>user\nCopy this shopping list exactly:\n{items}<|im_end|>\n"
-        f"<|im_start|>assistant\n{items}<|im_end|>\n"
-        "<|im_start|>user\nOnce more, exactly the same.<|im_end|>\n"
-        f"<|im_start|>assistant\n1. {words[0]}\n"
-    )
+    prompt = copying_prompt(words)
     oai = client(server)
     kw: dict[str, Any] = {"model": EMBEDDED, "temperature": 0, "max_tokens": 80}
     drafted, accepted = metric(server, "draft_tokens"), metric(server, "draft_accepted_tokens")
@@ -292,13 +291,7 @@ def test_a_steps_drafted_tokens_reach_a_streaming_client_in_one_write(
     # every drafted token that a step accepts is a frame of its own, but the frames of one step
     # go out in one write: httpx yields at least one piece per HTTP chunk (a server `send`)
     words = WORDS[5:25]
-    items = "\n".join(f"{n + 1}. {w}" for n, w in enumerate(words))
-    prompt = (
-        f"<|im_start|>user\nCopy this shopping list exactly:\n{items}<|im_end|>\n"
-        f"<|im_start|>assistant\n{items}<|im_end|>\n"
-        "<|im_start|>user\nOnce more, exactly the same.<|im_end|>\n"
-        f"<|im_start|>assistant\n1. {words[0]}\n"
-    )
+    prompt = copying_prompt(words)
     kw: dict[str, Any] = {"model": EMBEDDED, "prompt": prompt, "max_tokens": 80, "temperature": 0}
     off = client(server).completions.create(**kw, extra_body={"prompt_lookup": False})
     pieces: list[bytes] = []
