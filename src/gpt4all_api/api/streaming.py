@@ -4,7 +4,7 @@
 Both are Starlette's `StreamingResponse`, which ends the body's generator when the client goes
 away. An event stream adds the headers proxies need to pass it on at once and a comment line
 after every `ping` seconds in which nothing was sent (a long prompt being read), so that idle
-timeouts do not cut it. Each frame costs one `send`, no more: a streamed token is one frame.
+timeouts do not cut it. A streamed token is one frame, and a frame costs one `send` at most.
 Given `ready` (the count of engine events already waiting), the frames made while more are
 waiting go out in one `send`: a step that accepts several drafted tokens of a request is one
 write to its socket, not one a token, while a frame whose successor is not there yet goes
