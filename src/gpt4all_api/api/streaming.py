@@ -116,14 +116,10 @@ async def joined(frames: AsyncIterator[bytes], ready: Callable[[], int]) -> Asyn
     but a little CPU, and saves a `send` (a system call and a wake-up of the client)."""
     held: list[bytes] = []
     async for frame in frames:
-        if ready():
-            held.append(frame)
-            continue
-        if held:
-            held.append(frame)
-            frame = b"".join(held)
+        held.append(frame)
+        if not ready():
+            yield b"".join(held)  # one frame alone: that frame itself, not a copy
             held.clear()
-        yield frame
     if held:
         yield b"".join(held)
 
